@@ -1,0 +1,105 @@
+# Operational ML: every user-facing command. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Metaflow refuses the user `root` and an unset USER.
+export METAFLOW_USER ?= $(or $(filter-out root,$(USER)),operational-ml)
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+# Metaflow keeps its local datastore in .metaflow/ under the project.
+export METAFLOW_DATASTORE_SYSROOT_LOCAL ?= $(CURDIR)
+
+DATA ?= data/emotions.csv
+REPORTS ?= reports
+LABEL_COLUMN ?= label
+RUN_ID ?= latest
+PYTEST_ARGS ?=
+
+RUNTIME_STAMP := $(VENV)/.installed-runtime
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: help venv install install-dev data sample eda tune train run mlflow_ui mlflow_server stop \
+	db_init db_upgrade test test-unit lint format bench clean
+
+help: ## List every target with a one-line description
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Reinstall only when a requirements file changed (make compares the stamp's time).
+$(RUNTIME_STAMP): requirements.txt | $(VENV)/bin/python
+	@echo "Installing the runtime requirements into $(VENV) (first time: a few minutes)..."
+	$(PIP) install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(DEV_STAMP): requirements-dev.txt requirements.txt | $(VENV)/bin/python
+	@echo "Installing the development requirements into $(VENV)..."
+	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@ $(RUNTIME_STAMP)
+
+venv: $(VENV)/bin/python ## Create the virtual environment .venv if missing
+
+install: $(RUNTIME_STAMP) ## Install the runtime requirements into .venv (skipped when up to date)
+
+install-dev: $(DEV_STAMP) ## Install runtime + test/lint requirements into .venv
+
+data: install ## Download the Kaggle dataset into data/, or build the offline sample (FORCE=1 overwrites)
+	$(PY) -m modules.data fetch --out $(DATA) $(if $(FORCE),--force)
+
+sample: install ## Build the simulated-EEG sample dataset offline (FORCE=1 overwrites)
+	$(PY) -m modules.sample_data --out $(DATA) $(if $(FORCE),--force)
+
+eda: install ## Write EDA and correlation reports (JSON, PNG, HTML) into reports/
+	$(PY) -m analysis.eda $(DATA) $(REPORTS) --label-column $(LABEL_COLUMN)
+	$(PY) -m analysis.correlation_analysis $(DATA) $(REPORTS) --label-column $(LABEL_COLUMN)
+
+tune: install ## Run TuningFlow: tune the SVM and the DNN, tracked in MLflow
+	$(PY) metaflows_flow/tuning_flow.py run --data-path $(DATA) --label-column $(LABEL_COLUMN)
+
+train: install ## Run MLPipelineFlow on the latest TuningFlow run (RUN_ID=... picks one)
+	$(PY) metaflows_flow/ml_pipeline_flow.py run --tuning-flow-run-id $(RUN_ID)
+
+run: install ## Everything on embedded defaults: venv, data, EDA, tuning, training, registry
+	@if [ ! -f $(DATA) ]; then $(MAKE) --no-print-directory data; else echo "Using the dataset $(DATA)"; fi
+	$(MAKE) --no-print-directory eda
+	@echo "Pipeline finished: reports in $(REPORTS)/, runs and models in MLflow (make mlflow_ui)."
+
+mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
+	$(PY) -m modules.tracking ui
+
+mlflow_server: install ## Start the MLflow tracking server (PostgreSQL + GCS when configured)
+	$(PY) -m modules.tracking_server start
+
+stop: ## Stop the MLflow tracking server started by `make mlflow_server`
+	@if [ -x $(PY) ]; then $(PY) -m modules.tracking_server stop; else echo "Nothing to stop: no .venv"; fi
+
+db_init: install ## Create the MLflow database and user in PostgreSQL (POSTGRES_* and POSTGRES_ADMIN_*)
+	$(PY) -m modules.tracking_server db-init
+
+db_upgrade: install ## Apply MLflow's schema migrations to the PostgreSQL database
+	$(PY) -m modules.tracking_server db-upgrade
+
+test: install-dev ## Run the whole test suite (unit, flows, integration with real servers)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install-dev ## Run the fast unit tests only
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install-dev ## Check style with ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install-dev ## Format the code with ruff
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: install ## Run the speed benchmarks in bench/ (figures as ratios against a same-run baseline)
+	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean: ## Remove generated reports, local MLflow store and Metaflow datastore (keeps data/ and .venv)
+	rm -rf $(REPORTS) mlruns .metaflow .run

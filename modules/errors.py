@@ -1,0 +1,37 @@
+"""Errors meant for people, and the command-line wrapper that prints them as one line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class OperationalMLError(Exception):
+    """Base class: the message names the file, column or value and what was expected."""
+
+    exit_code = 2
+
+
+class DataValidationError(OperationalMLError):
+    """The dataset on disk is not a usable classification table."""
+
+
+class ConfigurationError(OperationalMLError):
+    """A setting or command-line argument has a value we cannot use."""
+
+
+class TrackingError(OperationalMLError):
+    """The MLflow tracking server or registry cannot be used."""
+
+
+def run_cli(main: Callable[[], int | None]) -> None:
+    """Run a command-line entry point; project errors become one line on stderr."""
+    try:
+        code = main()
+    except OperationalMLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,154 @@
+"""One typed settings object: environment variables, then `.env`, then defaults.
+
+Every tunable of the project is read here so that nothing else touches `os.environ`
+for configuration. `.env.example` documents each variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from modules.errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+SPLIT_PROTOCOLS = ("auto", "grouped", "random")
+MISSING_VALUE_POLICIES = ("drop", "reject")
+
+
+def _environment(root: Path) -> dict[str, str]:
+    """Environment variables win over `.env`, which wins over defaults."""
+    values = {k: v for k, v in dotenv_values(root / ".env").items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def _as_int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _as_float(env: dict[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if not low < value < high:
+        raise ConfigurationError(f"{name}={value} must be between {low} and {high} (exclusive)")
+    return value
+
+
+def _as_choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ConfigurationError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
+def _as_path(env: dict[str, str], name: str, default: Path, root: Path) -> Path:
+    raw = env.get(name)
+    path = Path(raw).expanduser() if raw else default
+    return path if path.is_absolute() else root / path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, with embedded defaults that need no cloud account."""
+
+    project_root: Path
+    # Data
+    data_path: Path
+    label_column: str
+    missing_values: str
+    reports_dir: Path
+    # Splitting
+    split_protocol: str
+    test_size: float
+    cv_folds: int
+    seed: int
+    # Tuning budgets
+    svm_max_candidates: int
+    svm_n_jobs: int
+    dnn_max_trials: int
+    dnn_max_epochs: int
+    pca_variance: float | None
+    # Tracking
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
+    experiment_name: str
+    model_name_prefix: str
+    # Tracking server (`make mlflow_server`)
+    mlflow_host: str
+    mlflow_port: int
+    run_dir: Path
+    postgres: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uses_postgres(self) -> bool:
+        """True when every POSTGRES_* connection value is set."""
+        return all(self.postgres.get(k) for k in ("host", "port", "db", "user", "password"))
+
+    def model_name(self, family: str) -> str:
+        """Registered model name of one model family, e.g. `eeg-emotion-svm`."""
+        return f"{self.model_name_prefix}-{family}"
+
+
+def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Build the settings from `env` (default: the process environment and `.env`)."""
+    root = Path(root) if root else PROJECT_ROOT
+    env = _environment(root) if env is None else env
+    mlruns = root / "mlruns"
+    pca_raw = env.get("PCA_VARIANCE", "")
+    pca_variance = None if pca_raw in ("", "0", "none", "off") else _as_float(env, "PCA_VARIANCE", 0.0, 0.0, 1.0)
+    return Settings(
+        project_root=root,
+        data_path=_as_path(env, "DATA_PATH", root / "data" / "emotions.csv", root),
+        label_column=env.get("LABEL_COLUMN") or "label",
+        missing_values=_as_choice(env, "MISSING_VALUES", "drop", MISSING_VALUE_POLICIES),
+        reports_dir=_as_path(env, "REPORTS_DIR", root / "reports", root),
+        split_protocol=_as_choice(env, "SPLIT_PROTOCOL", "auto", SPLIT_PROTOCOLS),
+        test_size=_as_float(env, "TEST_SIZE", 0.2, 0.0, 1.0),
+        cv_folds=_as_int(env, "CV_FOLDS", 5, minimum=2),
+        seed=_as_int(env, "SEED", 42),
+        svm_max_candidates=_as_int(env, "SVM_MAX_CANDIDATES", 48, minimum=1),
+        svm_n_jobs=_as_int(env, "SVM_N_JOBS", 2, minimum=1),
+        dnn_max_trials=_as_int(env, "DNN_MAX_TRIALS", 6, minimum=1),
+        dnn_max_epochs=_as_int(env, "DNN_MAX_EPOCHS", 30, minimum=1),
+        pca_variance=pca_variance,
+        mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns / 'mlflow.db'}",
+        mlflow_artifact_root=env.get("MLFLOW_ARTIFACT_ROOT") or str(mlruns / "artifacts"),
+        experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or "eeg-emotions",
+        model_name_prefix=env.get("MODEL_NAME_PREFIX") or "eeg-emotion",
+        mlflow_host=env.get("MLFLOW_HOST") or "127.0.0.1",
+        mlflow_port=_as_int(env, "MLFLOW_PORT", 5000, minimum=1),
+        run_dir=_as_path(env, "RUN_DIR", root / ".run", root),
+        postgres={
+            "host": env.get("POSTGRES_HOST", ""),
+            "port": env.get("POSTGRES_PORT", "5432"),
+            "db": env.get("POSTGRES_DB", ""),
+            "user": env.get("POSTGRES_USER", ""),
+            "password": env.get("POSTGRES_PASSWORD", ""),
+        },
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return load_settings()
