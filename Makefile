@@ -12,8 +12,8 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 # Metaflow keeps its local datastore in .metaflow/ under the project.
 export METAFLOW_DATASTORE_SYSROOT_LOCAL ?= $(CURDIR)
 
-DATA ?= data/emotions.csv
-REPORTS ?= reports
+DATA ?= $(or $(DATA_PATH),data/emotions.csv)
+REPORTS ?= $(or $(REPORTS_DIR),reports)
 LABEL_COLUMN ?= label
 RUN_ID ?= latest
 PYTEST_ARGS ?=
@@ -62,12 +62,14 @@ tune: install ## Run TuningFlow: tune the SVM and the DNN, tracked in MLflow
 	$(PY) metaflows_flow/tuning_flow.py run --data-path $(DATA) --label-column $(LABEL_COLUMN)
 
 train: install ## Run MLPipelineFlow on the latest TuningFlow run (RUN_ID=... picks one)
-	$(PY) metaflows_flow/ml_pipeline_flow.py run --tuning-flow-run-id $(RUN_ID)
+	REPORTS_DIR=$(REPORTS) $(PY) metaflows_flow/ml_pipeline_flow.py run --tuning-flow-run-id $(RUN_ID)
 
 run: install ## Everything on embedded defaults: venv, data, EDA, tuning, training, registry
 	@if [ ! -f $(DATA) ]; then $(MAKE) --no-print-directory data; else echo "Using the dataset $(DATA)"; fi
 	$(MAKE) --no-print-directory eda
-	@echo "Pipeline finished: reports in $(REPORTS)/, runs and models in MLflow (make mlflow_ui)."
+	$(MAKE) --no-print-directory tune
+	$(MAKE) --no-print-directory train
+	@echo "Pipeline finished: reports in $(REPORTS)/, runs and registered models in MLflow (make mlflow_ui)."
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
 	$(PY) -m modules.tracking ui

@@ -115,7 +115,9 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
     env = _environment(root) if env is None else env
     mlruns = root / "mlruns"
     pca_raw = env.get("PCA_VARIANCE", "")
-    pca_variance = None if pca_raw in ("", "0", "none", "off") else _as_float(env, "PCA_VARIANCE", 0.0, 0.0, 1.0)
+    pca_variance = (
+        None if pca_raw in ("", "0", "none", "off") else _as_float(env, "PCA_VARIANCE", 0.0, 0.0, 1.0)
+    )
     return Settings(
         project_root=root,
         data_path=_as_path(env, "DATA_PATH", root / "data" / "emotions.csv", root),

@@ -1,0 +1,232 @@
+"""TuningFlow: tune an SVM and a DNN on one leakage-aware split, every trial tracked in MLflow.
+
+    python metaflows_flow/tuning_flow.py run --data-path data/emotions.csv
+    python metaflows_flow/tuning_flow.py run --help      # every parameter
+
+The split made in `start` is stored as an artifact and reused by MLPipelineFlow.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Steps run as `python metaflows_flow/tuning_flow.py`: make the project importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from metaflow import FlowSpec, Parameter, card, current, step
+from metaflow.cards import Image, Markdown, Table
+
+from modules import tracking
+from modules.pipeline import (
+    best_epoch_count,
+    fail_cleanly,
+    prepare_data,
+    reload_data,
+    run_dnn_tuning,
+    run_svm_tuning,
+)
+from modules.reports import (
+    DNN_TABLE_HEADERS,
+    SVM_TABLE_HEADERS,
+    dnn_trial_rows,
+    figure_png,
+    plot_search_scores,
+    svm_candidate_rows,
+)
+from modules.settings import SPLIT_PROTOCOLS, get_settings
+
+SETTINGS = get_settings()
+
+
+class TuningFlow(FlowSpec):
+    """Tune the SVM and the DNN in parallel on the training part of one split."""
+
+    data_path = Parameter(
+        "data-path", default=str(SETTINGS.data_path), help="CSV with features and a label column"
+    )
+    label_column = Parameter("label-column", default=SETTINGS.label_column, help="name of the label column")
+    split_protocol = Parameter(
+        "split-protocol",
+        default=SETTINGS.split_protocol,
+        help=f"one of {', '.join(SPLIT_PROTOCOLS)}: grouped by recording, random, or grouped when recordings exist",
+    )
+    svm_max_candidates = Parameter(
+        "svm-max-candidates", default=SETTINGS.svm_max_candidates, type=int, help="SVM candidates to search"
+    )
+    dnn_max_trials = Parameter("dnn-max-trials", default=SETTINGS.dnn_max_trials, type=int, help="DNN trials")
+    dnn_max_epochs = Parameter(
+        "dnn-max-epochs", default=SETTINGS.dnn_max_epochs, type=int, help="most epochs per DNN trial"
+    )
+    seed = Parameter("seed", default=SETTINGS.seed, type=int, help="seed of the split, folds and searches")
+
+    @step
+    def start(self):
+        """Check the tracking server, load and validate the data, split it once."""
+        with fail_cleanly():
+            self.tracking_uri = tracking.connect(SETTINGS)
+            print(f"MLflow tracking: {self.tracking_uri}")
+            data = prepare_data(
+                self.data_path,
+                self.label_column,
+                protocol=self.split_protocol,
+                test_size=SETTINGS.test_size,
+                cv_folds_count=SETTINGS.cv_folds,
+                seed=self.seed,
+                missing=SETTINGS.missing_values,
+            )
+        self.data_summary = data.summary()
+        self.split = data.split.to_dict()
+        print(f"Data: {self.data_summary}")
+        self.run_tags = tracking.run_tags(
+            f"{current.flow_name}/{current.run_id}",
+            dataset_digest=data.dataset.digest,
+            dataset_source=data.dataset.source,
+            split_protocol=data.split.protocol,
+        )
+        self.mlflow_run_id = tracking.start_parent_run(
+            SETTINGS, f"{current.flow_name}/{current.run_id}", self.run_tags
+        )
+        with tracking.reopen_run(self.mlflow_run_id):
+            tracking.log_params(
+                {
+                    "data_path": self.data_path,
+                    "label_column": self.label_column,
+                    "split_protocol": data.split.protocol,
+                    "test_size": SETTINGS.test_size,
+                    "cv_folds": SETTINGS.cv_folds,
+                    "seed": self.seed,
+                    "svm_max_candidates": self.svm_max_candidates,
+                    "dnn_max_trials": self.dnn_max_trials,
+                    "dnn_max_epochs": self.dnn_max_epochs,
+                    "pca_variance": SETTINGS.pca_variance,
+                }
+            )
+            tracking.log_dataset(
+                data.dataset.features,
+                data.dataset.labels,
+                path=data.dataset.path,
+                digest=data.dataset.digest,
+                context="tuning",
+            )
+            tracking.log_dict(self.split, "split.json")
+        self.next(self.tune_svm, self.tune_dnn)
+
+    @step
+    def tune_svm(self):
+        """Search the SVM (C, gamma, kernel) by successive halving on the split's CV folds."""
+        with fail_cleanly():
+            tracking.connect(SETTINGS)
+            data = self._reload()
+        with tracking.reopen_run(self.mlflow_run_id), tracking.child_run("tune_svm", self._step_tags()):
+            result = run_svm_tuning(
+                data,
+                cv_folds_count=SETTINGS.cv_folds,
+                max_candidates=self.svm_max_candidates,
+                n_jobs=SETTINGS.svm_n_jobs,
+                pca_variance=SETTINGS.pca_variance,
+                seed=self.seed,
+            )
+            tracking.log_params(result.best_params, prefix="best.")
+            tracking.log_metrics(
+                {
+                    "cv_accuracy_mean": result.cv_mean,
+                    "cv_accuracy_std": result.cv_std,
+                    "search_seconds": result.elapsed_s,
+                }
+            )
+            tracking.log_dict(result.to_dict(), "svm_search.json")
+        self.svm_result = result.to_dict()
+        self.next(self.join)
+
+    @step
+    def tune_dnn(self):
+        """Search the DNN architecture with keras-tuner; each trial is a nested MLflow run."""
+        with fail_cleanly():
+            tracking.connect(SETTINGS)
+            data = self._reload()
+        with tracking.reopen_run(self.mlflow_run_id), tracking.child_run("tune_dnn", self._step_tags()):
+            result = run_dnn_tuning(
+                data,
+                cv_folds_count=SETTINGS.cv_folds,
+                max_trials=self.dnn_max_trials,
+                max_epochs=self.dnn_max_epochs,
+                pca_variance=SETTINGS.pca_variance,
+                seed=self.seed,
+                on_trial_end=self._log_trial,
+            )
+            tracking.log_params(result.best_hyperparameters, prefix="best.")
+            tracking.log_metrics(
+                {"best_val_accuracy": result.best_val_accuracy, "search_seconds": result.elapsed_s}
+            )
+            tracking.log_dict(result.to_dict(), "dnn_search.json")
+        self.dnn_result = result.to_dict()
+        self.next(self.join)
+
+    @card(type="blank", id="tuning")
+    @step
+    def join(self, inputs):
+        """Keep the best settings of each family and show every candidate in a card."""
+        self.merge_artifacts(inputs)
+        self.best = {
+            "svm": {"params": self.svm_result["best_params"], "cv_accuracy": self.svm_result["cv_mean"]},
+            "dnn": {
+                "params": self.dnn_result["best_hyperparameters"],
+                "val_accuracy": self.dnn_result["best_val_accuracy"],
+                "epochs": best_epoch_count(self.dnn_result),
+            },
+        }
+        tracking.connect(SETTINGS)
+        with tracking.reopen_run(self.mlflow_run_id):
+            tracking.log_metrics(
+                {
+                    "svm_cv_accuracy": self.best["svm"]["cv_accuracy"],
+                    "dnn_val_accuracy": self.best["dnn"]["val_accuracy"],
+                }
+            )
+            tracking.log_dict(self.best, "best_params.json")
+        current.card.append(
+            Markdown(
+                f"# Tuning results\n\nData: `{self.data_summary['data_path']}`, "
+                f"split protocol **{self.data_summary['split_protocol']}**, "
+                f"{self.data_summary['train_rows']} training rows."
+            )
+        )
+        current.card.append(Image(figure_png(plot_search_scores(self.svm_result, self.dnn_result))))
+        current.card.append(Markdown("## SVM candidates"))
+        current.card.append(Table(svm_candidate_rows(self.svm_result), headers=SVM_TABLE_HEADERS))
+        current.card.append(Markdown("## DNN trials"))
+        current.card.append(Table(dnn_trial_rows(self.dnn_result), headers=DNN_TABLE_HEADERS))
+        self.next(self.end)
+
+    @step
+    def end(self):
+        """Print the best settings; MLPipelineFlow picks them up from this run."""
+        print(f"Best SVM: {self.best['svm']}")
+        print(f"Best DNN: {self.best['dnn']}")
+        print(f"Next: make train (uses TuningFlow/{current.run_id}, the latest successful run)")
+
+    # -- helpers shared by the steps (kept tiny; logic lives in modules/) --
+    def _reload(self):
+        return reload_data(
+            self.data_path,
+            self.label_column,
+            digest=self.data_summary["digest"],
+            split=self.split,
+            missing=SETTINGS.missing_values,
+        )
+
+    def _step_tags(self) -> dict[str, str]:
+        return {**self.run_tags, "metaflow.pathspec": current.pathspec}
+
+    def _log_trial(self, trial) -> None:
+        with tracking.child_run(f"trial-{trial.trial_id}", self._step_tags()):
+            tracking.log_params(trial.hyperparameters)
+            tracking.log_history(trial.history)
+            tracking.log_metrics(
+                {"best_val_accuracy": trial.best_val_accuracy, "epochs_run": trial.epochs_run}
+            )
+
+
+if __name__ == "__main__":
+    TuningFlow()

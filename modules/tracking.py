@@ -1,0 +1,448 @@
+"""MLflow glue: every MLflow call of the project goes through this module.
+
+Layout of what a flow run leaves in MLflow:
+- one experiment per task (settings.experiment_name), tagged so the UI opens on training runs;
+- one parent run per Metaflow run, named after its pathspec (`TuningFlow/17`); its id is a
+  Metaflow artifact and later steps reopen it with `reopen_run`;
+- nested child runs per step (and per DNN trial), each tagged with the pathspec, the git
+  commit, the dataset digest and source, and the split protocol;
+- models logged with signature, input example and explicit pip requirements, registered
+  under one name per family, with the aliases `challenger` (newest) and `champion` (serving).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from modules.errors import TrackingError
+from modules.redaction import mask_password
+from modules.settings import PROJECT_ROOT, Settings
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+# The MLflow 3 UI opens an experiment on its GenAI pages unless told it holds models.
+_EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+# Our own classes inside logged models; the model's `code/` folder carries them.
+_PROJECT_PACKAGE = PROJECT_ROOT / "modules"
+
+
+# --------------------------------------------------------------------------- connection
+def connect(settings: Settings, *, timeout_s: float = 5.0) -> str:
+    """Point MLflow at the configured store, fail fast when a server is unreachable.
+
+    Returns the tracking URI with its password masked, for log lines.
+    """
+    uri = settings.mlflow_tracking_uri
+    masked = mask_password(uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri, masked, timeout_s)
+    elif uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return masked
+
+
+def _check_server(uri: str, masked: str, timeout_s: float) -> None:
+    """One quick request to /health, so a dead server fails in seconds, not after retries."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            if response.status != 200:
+                raise TrackingError(f"MLflow tracking server at {masked} answered HTTP {response.status}")
+    except urllib.error.HTTPError as exc:
+        raise TrackingError(f"MLflow tracking server at {masked} answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"MLflow tracking server at {masked} is not reachable ({reason}); "
+            "start it with `make mlflow_server` or fix MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def ensure_experiment(settings: Settings) -> str:
+    """Create the experiment once (artifacts under the project on the embedded store)."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        location = None
+        if not settings.mlflow_tracking_uri.startswith(("http://", "https://")):
+            root = settings.mlflow_artifact_root
+            location = root if "://" in root else Path(root).resolve().as_uri()
+        try:
+            experiment_id = client.create_experiment(settings.experiment_name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:
+            # Two parallel steps may race to create it; the loser reads the winner's.
+            experiment_id = client.get_experiment_by_name(settings.experiment_name).experiment_id
+    else:
+        experiment_id = experiment.experiment_id
+    client.set_experiment_tag(experiment_id, *_EXPERIMENT_KIND_TAG)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+# --------------------------------------------------------------------------- tags and runs
+def git_commit(root: Path = PROJECT_ROOT) -> str:
+    """The commit the code runs from (`+dirty` when uncommitted changes exist), or `unknown`."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}+dirty" if dirty else commit
+
+
+def run_tags(
+    pathspec: str, *, dataset_digest: str, dataset_source: str, split_protocol: str
+) -> dict[str, str]:
+    """The tags every run of a flow carries."""
+    return {
+        "metaflow.pathspec": pathspec,
+        "git.commit": git_commit(),
+        "dataset.digest": dataset_digest,
+        "dataset.source": dataset_source,
+        "split.protocol": split_protocol,
+    }
+
+
+def start_parent_run(settings: Settings, run_name: str, tags: dict[str, str]) -> str:
+    """Create the parent run of one flow run and return its id (reopened by later steps)."""
+    experiment_id = ensure_experiment(settings)
+    run = MlflowClient().create_run(experiment_id, run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def reopen_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
+    """Reopen the parent run in a step; it ends FINISHED, or FAILED when the step raises."""
+    mlflow.set_experiment(experiment_id=MlflowClient().get_run(run_id).info.experiment_id)
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
+@contextlib.contextmanager
+def child_run(name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run nested under the active run (one per step, trial or model)."""
+    with mlflow.start_run(run_name=name, nested=True, tags=tags or {}) as run:
+        yield run
+
+
+def end_parent_run(run_id: str, status: str = "FINISHED") -> None:
+    """Close the parent run explicitly (the last step of a flow)."""
+    MlflowClient().set_terminated(run_id, status=status)
+
+
+def log_params(params: dict[str, Any], prefix: str = "") -> None:
+    """Log parameters, flattening nested dicts and stringifying values."""
+    flat = {f"{prefix}{k}": (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in params.items()}
+    mlflow.log_params(flat)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log numeric metrics; None values are skipped."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
+
+
+def log_history(history: dict[str, list[float]]) -> None:
+    """Per-epoch metrics as one batch (one step per epoch)."""
+    run_id = mlflow.active_run().info.run_id
+    now = int(time.time() * 1000)
+    metrics = [
+        mlflow.entities.Metric(key, float(value), now, step)
+        for key, values in history.items()
+        for step, value in enumerate(values)
+    ]
+    for start in range(0, len(metrics), 1000):
+        MlflowClient().log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def log_dict(data: dict[str, Any] | list[Any], artifact_file: str) -> None:
+    """A JSON artifact of the active run."""
+    mlflow.log_dict(data, artifact_file)
+
+
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    """A file artifact of the active run."""
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    """A text artifact (HTML report, classification report) of the active run."""
+    mlflow.log_text(text, artifact_file)
+
+
+def log_image_bytes(png: bytes, artifact_file: str) -> None:
+    """A PNG image artifact of the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_bytes(png)
+        mlflow.log_artifact(str(path), str(Path(artifact_file).parent) if "/" in artifact_file else None)
+
+
+def log_dataset(features: pd.DataFrame, labels: pd.Series, *, path: Path, digest: str, context: str) -> None:
+    """Record the dataset as a run input (name, source, digest, schema)."""
+    frame = features.head(0).assign(**{labels.name or "label": pd.Series(dtype=str)})
+    dataset = mlflow.data.from_pandas(
+        frame, source=str(path), targets=labels.name or "label", name=Path(path).name, digest=digest[:20]
+    )
+    mlflow.log_input(dataset, context=context)
+
+
+# --------------------------------------------------------------------------- models
+def pip_requirements(*packages: str) -> list[str]:
+    """Exact pins of the installed packages (skips MLflow's slow requirement inference)."""
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pins.append(package)
+    return pins
+
+
+def _own_types(obj: Any) -> list[str]:
+    """Our classes inside a scikit-learn object, which skops must be told to trust."""
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(obj))
+    return [name for name in untrusted if name.startswith("modules.")]
+
+
+def log_sklearn_model(pipeline: Any, input_example: pd.DataFrame, *, name: str = "model") -> str:
+    """Log a fitted scikit-learn Pipeline (raw columns in, string labels out); returns its URI."""
+    predictions = pipeline.predict(input_example)
+    signature = mlflow.models.infer_signature(input_example, pd.Series(predictions, name="label"))
+    info = mlflow.sklearn.log_model(
+        pipeline,
+        name=name,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"),
+        code_paths=[str(_PROJECT_PACKAGE)],
+        serialization_format="skops",
+        skops_trusted_types=_own_types(pipeline),
+    )
+    return info.model_uri
+
+
+def log_dnn_model(
+    preprocessor: Any,
+    keras_model: Any,
+    classes: list[str],
+    input_example: pd.DataFrame,
+    *,
+    name: str = "model",
+) -> str:
+    """Log the DNN as a pyfunc: fitted preprocessor -> Keras model -> string labels."""
+    import skops.io
+
+    from modules.dnn_pyfunc import KerasLabelClassifier
+
+    with tempfile.TemporaryDirectory() as tmp:
+        keras_path = Path(tmp) / "model.keras"
+        keras_model.save(keras_path)
+        preprocessor_path = Path(tmp) / "preprocessor.skops"
+        skops.io.dump(preprocessor, preprocessor_path)
+        meta_path = Path(tmp) / "classes.json"
+        meta_path.write_text(json.dumps({"classes": classes, "trusted_types": _own_types(preprocessor)}))
+        python_model = KerasLabelClassifier()
+        artifacts = {
+            "keras_model": str(keras_path),
+            "preprocessor": str(preprocessor_path),
+            "meta": str(meta_path),
+        }
+        python_model.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config={}))
+        predictions = python_model.predict(None, input_example)
+        python_model.unload()
+        signature = mlflow.models.infer_signature(input_example, pd.Series(predictions, name="label"))
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=python_model,
+            artifacts=artifacts,
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements(
+                "mlflow", "tensorflow", "keras", "scikit-learn", "skops", "numpy", "pandas", "scipy"
+            ),
+            code_paths=[str(_PROJECT_PACKAGE)],
+        )
+    return info.model_uri
+
+
+def load_model(model_uri: str) -> Any:
+    """Load any logged or registered model as a pyfunc (`models:/NAME@champion`)."""
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+# --------------------------------------------------------------------------- registry
+def register_model(model_uri: str, name: str, *, idempotency_key: str, tags: dict[str, str]) -> str:
+    """Register a model version once per key (a retried step reuses its version)."""
+    client = MlflowClient()
+    with contextlib.suppress(mlflow.exceptions.MlflowException):
+        for existing in client.search_model_versions(f"name='{name}'"):
+            if existing.tags.get("idempotency_key") == idempotency_key:
+                return existing.version
+    version_info = mlflow.register_model(model_uri, name, tags={**tags, "idempotency_key": idempotency_key})
+    return version_info.version
+
+
+@dataclass
+class Promotion:
+    """What the promotion gate decided for one model family."""
+
+    family: str
+    model_name: str
+    new_version: str
+    new_score: float
+    champion_before: str | None
+    champion_before_score: float | None
+    champion_after: str
+    promoted: bool
+    reason: str
+    metric: str = "accuracy"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def promote_if_better(
+    family: str,
+    model_name: str,
+    new_version: str,
+    new_score: float,
+    score_model: Callable[[str], float],
+) -> Promotion:
+    """Mark the new version `challenger`; move `champion` only if it beats the champion.
+
+    `score_model(model_uri)` scores a registered model on the held-out rows the new version
+    was evaluated on, so both are compared on the same data.
+    """
+    client = MlflowClient()
+    client.set_registered_model_alias(model_name, CHALLENGER, new_version)
+    try:
+        champion = client.get_model_version_by_alias(model_name, CHAMPION).version
+    except mlflow.exceptions.MlflowException:
+        champion = None
+
+    def decide(promoted: bool, reason: str, champion_score: float | None) -> Promotion:
+        if promoted:
+            client.set_registered_model_alias(model_name, CHAMPION, new_version)
+        return Promotion(
+            family=family,
+            model_name=model_name,
+            new_version=new_version,
+            new_score=new_score,
+            champion_before=champion,
+            champion_before_score=champion_score,
+            champion_after=new_version if promoted else str(champion),
+            promoted=promoted,
+            reason=reason,
+        )
+
+    if champion is None:
+        return decide(True, "no champion yet", None)
+    if champion == new_version:
+        return decide(False, "this version is already the champion", new_score)
+    try:
+        champion_score = float(score_model(f"models:/{model_name}@{CHAMPION}"))
+    except Exception as exc:  # an old champion may not accept today's columns
+        return decide(
+            True, f"champion v{champion} cannot score the held-out rows ({type(exc).__name__})", None
+        )
+    if new_score > champion_score:
+        return decide(
+            True,
+            f"accuracy {new_score:.4f} beats champion v{champion} ({champion_score:.4f})",
+            champion_score,
+        )
+    return decide(
+        False,
+        f"accuracy {new_score:.4f} does not beat champion v{champion} ({champion_score:.4f}); champion kept",
+        champion_score,
+    )
+
+
+def set_version_tags(model_name: str, version: str, tags: dict[str, str]) -> None:
+    """Tag a registered model version (evaluation figures, data digest)."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+
+
+def accuracy_of(model_uri: str, features: pd.DataFrame, labels: pd.Series) -> float:
+    """Accuracy of a logged model on raw rows (used to score the current champion)."""
+    predictions = np.asarray(load_model(model_uri).predict(features)).astype(str)
+    return float(np.mean(predictions == labels.astype(str).to_numpy()))
+
+
+# --------------------------------------------------------------------------- command line
+def _ui_main() -> int:
+    """`python -m modules.tracking ui`: the MLflow UI on the configured store, on loopback."""
+    import argparse
+    import os
+    import sys
+
+    from modules.settings import get_settings
+
+    parser = argparse.ArgumentParser(prog="python -m modules.tracking", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    ui = sub.add_parser("ui", help="serve the MLflow UI on the embedded store (127.0.0.1 by default)")
+    ui.add_argument("--host", default=None, help="address to bind (default: MLFLOW_HOST or 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=None, help="port (default: MLFLOW_PORT or 5000)")
+    args = parser.parse_args()
+    settings = get_settings()
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow tracking server: open {mask_password(uri)} in a browser")
+        return 0
+    connect(settings)
+    host, port = args.host or settings.mlflow_host, args.port or settings.mlflow_port
+    print(f"MLflow UI on {mask_password(uri)}: http://{host}:{port} (Ctrl+C to stop)", flush=True)
+    root = settings.mlflow_artifact_root
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        root if "://" in root else Path(root).resolve().as_uri(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    os.execv(sys.executable, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    from modules.errors import run_cli
+
+    run_cli(_ui_main)
