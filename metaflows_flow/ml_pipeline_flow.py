@@ -18,12 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, step
 from metaflow.cards import Image, Markdown, Table
-from modules.prediction import Evaluation, classification_report_text, plot_confusion_matrix
 
 from metaflows_flow.tuning_runs import find_tuning_run
 from modules import tracking
 from modules.errors import ConfigurationError
 from modules.pipeline import fail_cleanly, reload_data, train_dnn, train_svm
+from modules.prediction import Evaluation, classification_report_text, plot_confusion_matrix
 from modules.reports import training_report_html
 from modules.settings import get_settings
 
@@ -261,19 +261,20 @@ class MLPipelineFlow(FlowSpec):
     def _write_promotion_file(self, families) -> str:
         path = SETTINGS.reports_dir / "promotion.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        models = [
+        rows = [
             {
                 **p,
-                **{
-                    k: families[p["family"]]["evaluation"][k] for k in ("accuracy", "macro_f1", "roc_auc_ovr")
-                },
+                "test_accuracy": p["new_score"],
+                "champion_before_test_accuracy": p["champion_before_score"],
+                "macro_f1": families[p["family"]]["evaluation"]["macro_f1"],
+                "roc_auc_ovr": families[p["family"]]["evaluation"]["roc_auc_ovr"],
             }
             for p in self.promotions
         ]
         payload = {
             "pathspec": f"{current.flow_name}/{current.run_id}",
             "tuning_run": self.tuning_pathspec,
-            "models": models,
+            "families": rows,
         }
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(payload, indent=2))

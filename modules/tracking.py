@@ -304,9 +304,9 @@ def register_model(model_uri: str, name: str, *, idempotency_key: str, tags: dic
     with contextlib.suppress(mlflow.exceptions.MlflowException):
         for existing in client.search_model_versions(f"name='{name}'"):
             if existing.tags.get("idempotency_key") == idempotency_key:
-                return existing.version
+                return str(existing.version)
     version_info = mlflow.register_model(model_uri, name, tags={**tags, "idempotency_key": idempotency_key})
-    return version_info.version
+    return str(version_info.version)
 
 
 @dataclass
@@ -343,7 +343,7 @@ def promote_if_better(
     client = MlflowClient()
     client.set_registered_model_alias(model_name, CHALLENGER, new_version)
     try:
-        champion = client.get_model_version_by_alias(model_name, CHAMPION).version
+        champion = str(client.get_model_version_by_alias(model_name, CHAMPION).version)
     except mlflow.exceptions.MlflowException:
         champion = None
 

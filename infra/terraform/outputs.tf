@@ -1,0 +1,54 @@
+# What the GitHub workflow needs. `terraform output github_variables` prints them under
+# the repository-variable names that .github/workflows/pipeline.yml reads.
+
+output "workload_identity_provider" {
+  description = "Full resource name of the OIDC provider (repository variable GCP_WORKLOAD_IDENTITY_PROVIDER)."
+  value       = google_iam_workload_identity_pool_provider.github.name
+}
+
+output "service_account" {
+  description = "Email of the service account GitHub Actions impersonates (repository variable GCP_SERVICE_ACCOUNT)."
+  value       = google_service_account.pipeline.email
+}
+
+output "bucket" {
+  description = "Name of the artifact bucket."
+  value       = google_storage_bucket.artifacts.name
+}
+
+output "artifact_root" {
+  description = "Where MLflow stores artifacts (repository variable MLFLOW_ARTIFACT_ROOT)."
+  value       = "gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}"
+}
+
+output "cloud_sql_connection_name" {
+  description = "PROJECT:REGION:INSTANCE, what the Cloud SQL Auth Proxy connects to (repository variable CLOUD_SQL_CONNECTION_NAME)."
+  value       = google_sql_database_instance.mlflow.connection_name
+}
+
+output "database_name" {
+  description = "MLflow database name (repository variable POSTGRES_DB)."
+  value       = google_sql_database.mlflow.name
+}
+
+output "database_user" {
+  description = "MLflow database user (repository variable POSTGRES_USER)."
+  value       = google_sql_user.mlflow.name
+}
+
+output "database_password_secret" {
+  description = "Secret Manager secret holding the database password (copy it into the POSTGRES_PASSWORD repository secret)."
+  value       = google_secret_manager_secret.database_password.secret_id
+}
+
+output "github_variables" {
+  description = "Repository variables for the pipeline workflow, by name."
+  value = {
+    GCP_WORKLOAD_IDENTITY_PROVIDER = google_iam_workload_identity_pool_provider.github.name
+    GCP_SERVICE_ACCOUNT            = google_service_account.pipeline.email
+    CLOUD_SQL_CONNECTION_NAME      = google_sql_database_instance.mlflow.connection_name
+    MLFLOW_ARTIFACT_ROOT           = "gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}"
+    POSTGRES_DB                    = google_sql_database.mlflow.name
+    POSTGRES_USER                  = google_sql_user.mlflow.name
+  }
+}
