@@ -1,0 +1,564 @@
+"""Load, validate and describe a tabular classification dataset; fetch the EEG dataset from Kaggle.
+
+`load_dataset` turns any CSV with numeric feature columns and one label column into a
+`Dataset`, or raises `DataValidationError` with one line that names the file, column or
+value at fault. `fetch_dataset` downloads the Kaggle EEG emotions file when credentials
+and network exist and builds the offline sample otherwise.
+
+Command line:
+    python -m modules.data fetch --out data/emotions.csv [--force] [--seed 42]
+    python -m modules.data validate data/emotions.csv [--label-column label]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from modules.errors import ConfigurationError, DataValidationError, run_cli
+
+logger = logging.getLogger(__name__)
+
+KAGGLE_DATASET = "birdy654/eeg-brainwave-dataset-feeling-emotions"
+KAGGLE_FILE = "emotions.csv"
+MISSING_POLICIES = ("drop", "reject")
+SOURCES = ("kaggle", "sample", "user")
+# Bytes looked at to tell text from binary; a NUL byte never appears in a CSV text file.
+_SNIFF_BYTES = 8192
+
+
+@dataclass
+class Dataset:
+    """A validated classification table: float64 features, string labels, and where it came from."""
+
+    features: pd.DataFrame
+    labels: pd.Series
+    path: Path
+    digest: str
+    source: str
+    dropped_rows: int = 0
+
+    @property
+    def classes(self) -> list[str]:
+        """The distinct labels, sorted (the order LabelEncoder uses)."""
+        return sorted(self.labels.unique().tolist())
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        """Rows per class, in `classes` order."""
+        counts = self.labels.value_counts()
+        return {name: int(counts[name]) for name in self.classes}
+
+    def summary(self) -> str:
+        """A few human-readable lines: rows, features, classes, dropped rows, source, digest."""
+        classes = ", ".join(f"{name} {count}" for name, count in self.class_counts.items())
+        return "\n".join(
+            [
+                f"dataset: {self.path}",
+                f"rows: {len(self.features)} (dropped for missing values: {self.dropped_rows})",
+                f"features: {self.features.shape[1]}",
+                f"classes: {len(self.classes)} ({classes})",
+                f"source: {self.source}",
+                f"sha256: {self.digest[:12]}",
+            ]
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _abbreviate(names: Sequence[str], shown: int = 2) -> str:
+    """`'a', 'b', ... (2549 columns)`: enough of a header to recognise it on one line."""
+    quoted = [repr(name) for name in names]
+    if len(quoted) <= shown + 2:
+        return ", ".join(quoted) + f" ({len(quoted)} columns)"
+    return ", ".join(quoted[:shown]) + f", ... ({len(quoted)} columns)"
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    """First line of a library message, shortened: our errors are one line."""
+    line = next((part.strip() for part in str(text).splitlines() if part.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def normalise_column_name(name: str) -> str:
+    """Strip numpy `savetxt`'s `# ` comment prefix (first header of emotions.csv) and blanks."""
+    name = name.strip().lstrip("\ufeff")
+    if name.startswith("#"):
+        name = name[1:]
+    return name.strip()
+
+
+def _read_header(path: Path, head: bytes) -> list[str]:
+    """The raw header names, read with the csv module so quoting is honoured."""
+    if b"\x00" in head:
+        raise DataValidationError(f"{path} is not a CSV text file (binary content)")
+    first = head.split(b"\n", 1)[0] if b"\n" in head else None
+    if first is None:
+        # The header is longer than the sniffed bytes: read the whole first line.
+        with path.open("rb") as handle:
+            first = handle.readline()
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataValidationError(f"{path} is not a UTF-8 CSV text file (cannot decode its header)") from None
+    try:
+        header = next(csv.reader([text.rstrip("\r\n")]))
+    except (csv.Error, StopIteration) as exc:
+        raise DataValidationError(f"{path} has an unreadable CSV header: {_one_line(exc)}") from None
+    return header
+
+
+def _check_header(path: Path, raw: list[str], label_column: str) -> list[str]:
+    """Normalise the names and reject headers we cannot use; returns the normalised names."""
+    names = [normalise_column_name(name) for name in raw]
+    if len(names) < 2:
+        raise DataValidationError(
+            f"{path} has a single column {raw[0] if raw else ''!r}; expected comma-separated feature "
+            f"columns and a label column"
+        )
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names):
+        if name in seen:
+            # pandas would silently rename the second one to `name.1`: refuse instead.
+            raise DataValidationError(
+                f"{path} has duplicate column name {name!r} (columns {seen[name] + 1} and {position + 1}); "
+                f"column names must be unique"
+            )
+        seen[name] = position
+    if label_column not in seen:
+        raise DataValidationError(
+            f"{path} has no label column {label_column!r}; columns found: {_abbreviate(raw)}; "
+            f"name the label column with --label-column (LABEL_COLUMN)"
+        )
+    if "" in seen:
+        raise DataValidationError(
+            f"{path} has an unnamed column (column {seen[''] + 1}); every column needs a name"
+        )
+    return names
+
+
+def _parse_csv(path: Path, names: list[str], label_column: str) -> pd.DataFrame:
+    """Parse with pandas' C parser (about 0.2-0.4 s for the 44 MB file, see bench/bench_data.py)."""
+    try:
+        # index_col=False: never turn a first column into the index when rows end with a comma.
+        frame = pd.read_csv(path, header=0, names=names, index_col=False)
+    except pd.errors.EmptyDataError:
+        raise DataValidationError(f"{path} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataValidationError(f"{path} is not a well-formed CSV: {_one_line(exc)}") from None
+    labels = frame[label_column]
+    if pd.api.types.is_numeric_dtype(labels) or pd.api.types.is_bool_dtype(labels):
+        # Numeric labels: re-read that one column as text so `1` stays "1", not "1.0" when some are missing.
+        frame[label_column] = pd.read_csv(
+            path, header=0, names=names, index_col=False, usecols=[label_column], dtype={label_column: str}
+        )[label_column]
+    return frame
+
+
+def _first_bad_value(column: pd.Series) -> tuple[int, str]:
+    """Position and text of the first value in a column that is present but not a number."""
+    as_numbers = pd.to_numeric(column, errors="coerce")
+    bad = np.flatnonzero(as_numbers.isna().to_numpy() & column.notna().to_numpy())
+    position = int(bad[0]) if len(bad) else 0
+    return position, str(column.iloc[position])
+
+
+def _check_feature_types(path: Path, frame: pd.DataFrame, feature_names: list[str]) -> None:
+    """Every feature column must be numeric (int or float, not bool or text)."""
+    # One look at the dtypes (not one frame[name] per column: that alone cost 0.3 s on 2548 columns).
+    kinds = {name: getattr(dtype, "kind", "O") for name, dtype in frame.dtypes.items()}
+    non_numeric = [name for name in feature_names if kinds[name] not in "iuf"]
+    if not non_numeric:
+        return
+    name = non_numeric[0]
+    position, value = _first_bad_value(frame[name])
+    more = f" (and {len(non_numeric) - 1} more non-numeric columns)" if len(non_numeric) > 1 else ""
+    raise DataValidationError(
+        f"{path}: feature column {name!r} is not numeric: value {value!r} at row {position + 1} "
+        f"(line {position + 2}){more}; every column except the label must hold numbers"
+    )
+
+
+def _check_values(path: Path, values: np.ndarray, feature_names: list[str]) -> None:
+    """Reject infinite values and columns that are empty in every row."""
+    infinite = np.isinf(values)
+    if infinite.any():
+        rows, cols = np.nonzero(infinite)
+        n_cols = len(np.unique(cols))
+        more = f" (infinite values in {n_cols} columns)" if n_cols > 1 else ""
+        raise DataValidationError(
+            f"{path}: column {feature_names[cols[0]]!r} has an infinite value at row {rows[0] + 1} "
+            f"(line {rows[0] + 2}){more}; features must be finite numbers"
+        )
+    empty = np.isnan(values).all(axis=0)
+    if empty.any():
+        name = feature_names[int(np.flatnonzero(empty)[0])]
+        raise DataValidationError(f"{path}: column {name!r} has no value in any row; remove it or fill it")
+
+
+def _handle_missing(
+    path: Path, values: np.ndarray, labels: pd.Series, feature_names: list[str], missing: str
+) -> np.ndarray:
+    """Boolean mask of rows to keep; drops rows with a missing value (one warning) or rejects the file."""
+    missing_cells = np.isnan(values)
+    missing_rows = missing_cells.any(axis=1) | labels.isna().to_numpy()
+    n_missing = int(missing_rows.sum())
+    if n_missing == 0:
+        return ~missing_rows
+    first = int(np.flatnonzero(missing_rows)[0])
+    where = (
+        repr(feature_names[int(np.flatnonzero(missing_cells[first])[0])])
+        if missing_cells[first].any()
+        else f"{labels.name!r} (the label)"
+    )
+    if missing == "reject":
+        raise DataValidationError(
+            f"{path}: {n_missing} of {len(values)} rows have missing values (first at row {first + 1}, "
+            f"column {where}); set MISSING_VALUES=drop to drop such rows"
+        )
+    if n_missing == len(values):
+        raise DataValidationError(f"{path}: every one of its {len(values)} rows has a missing value")
+    logger.warning(
+        "%s: dropped %d of %d rows with missing values (first at row %d, column %s)",
+        path,
+        n_missing,
+        len(values),
+        first + 1,
+        where,
+    )
+    return ~missing_rows
+
+
+def _check_classes(path: Path, labels: pd.Series, label_column: str, min_class_rows: int | None) -> None:
+    """At least two classes, and enough rows in each for cross-validation."""
+    counts = labels.value_counts().sort_index()
+    if len(counts) < 2:
+        only = f"{counts.index[0]!r} ({int(counts.iloc[0])} rows)" if len(counts) else "none"
+        raise DataValidationError(
+            f"{path}: label column {label_column!r} has a single class {only}; classification needs at least two"
+        )
+    if min_class_rows is not None:
+        small = counts[counts < min_class_rows]
+        if len(small):
+            listed = ", ".join(f"{name} {int(count)}" for name, count in counts.items())
+            raise DataValidationError(
+                f"{path}: class {small.index[0]!r} has {int(small.iloc[0])} rows, fewer than the "
+                f"{min_class_rows} needed for {min_class_rows}-fold cross-validation (rows per class: {listed})"
+            )
+
+
+def _metadata_path(csv_path: Path) -> Path:
+    """Where the dataset's metadata lives (the sample builder's rule)."""
+    try:
+        from modules.sample_data import metadata_path
+    except ImportError:  # sample_data is optional for loading user files
+        return csv_path.with_suffix(".metadata.json")
+    return metadata_path(csv_path)
+
+
+def read_metadata(csv_path: Path) -> dict:
+    """The metadata JSON next to the CSV, or {} when there is none or it cannot be read."""
+    meta = _metadata_path(Path(csv_path))
+    if not meta.is_file():
+        return {}
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: ignoring unreadable metadata (%s)", meta, _one_line(exc))
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _source_of(path: Path, digest: str) -> str:
+    """'kaggle' or 'sample' from the metadata file, 'user' when absent or when it describes another file."""
+    metadata = read_metadata(path)
+    source = metadata.get("source")
+    if source not in SOURCES:
+        return "user"
+    recorded = metadata.get("sha256")
+    if recorded and recorded != digest:
+        logger.warning(
+            "%s: the file changed since its metadata was written; treating it as a user file", path
+        )
+        return "user"
+    return str(source)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of the file's bytes: identifies the exact data a run used."""
+    sha = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def load_dataset(
+    path: str | os.PathLike,
+    label_column: str = "label",
+    *,
+    missing: str = "drop",
+    min_class_rows: int | None = None,
+) -> Dataset:
+    """Read a CSV of numeric features and one label column into a validated `Dataset`.
+
+    The first header's `# ` prefix (numpy savetxt) is removed. Rows with a missing value are
+    dropped with one warning (`missing="drop"`) or refused (`missing="reject"`). Any other
+    problem raises `DataValidationError` with one line naming the file, column or value.
+    """
+    if missing not in MISSING_POLICIES:
+        raise ConfigurationError(f"missing={missing!r} must be one of {', '.join(MISSING_POLICIES)}")
+    if min_class_rows is not None and min_class_rows < 1:
+        raise ConfigurationError(f"min_class_rows={min_class_rows} must be at least 1")
+    path = Path(path)
+    if not path.exists():
+        raise DataValidationError(f"dataset not found: {path} (run `make data` to download or build it)")
+    if not path.is_file():
+        raise DataValidationError(f"{path} is not a file; expected a CSV file")
+    with path.open("rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+    if not head.strip():
+        raise DataValidationError(f"{path} is empty; expected a CSV with a header row and data rows")
+
+    names = _check_header(path, _read_header(path, head), label_column)
+    frame = _parse_csv(path, names, label_column)
+    if frame.empty:
+        raise DataValidationError(f"{path} has a header but no data rows")
+    feature_names = [name for name in names if name != label_column]
+    _check_feature_types(path, frame, feature_names)
+
+    labels = frame[label_column]
+    features = frame[feature_names]
+    values = features.to_numpy(dtype=np.float64)
+    _check_values(path, values, feature_names)
+    keep = _handle_missing(path, values, labels, feature_names, missing)
+    dropped = int((~keep).sum())
+    if dropped:
+        values = values[keep]
+        labels = labels[keep]
+
+    labels = pd.Series(labels.astype(str).to_numpy(), name=label_column)
+    _check_classes(path, labels, label_column, min_class_rows)
+    digest = file_digest(path)
+    return Dataset(
+        features=pd.DataFrame(values, columns=feature_names, copy=False),
+        labels=labels,
+        path=path,
+        digest=digest,
+        source=_source_of(path, digest),
+        dropped_rows=dropped,
+    )
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def kaggle_credentials() -> str | None:
+    """Where Kaggle credentials were found, or None. Looked up without importing kaggle."""
+    if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
+        return "KAGGLE_USERNAME/KAGGLE_KEY"
+    if os.environ.get("KAGGLE_API_TOKEN"):
+        return "KAGGLE_API_TOKEN"
+    home = Path.home()
+    folders = [Path(os.environ["KAGGLE_CONFIG_DIR"])] if os.environ.get("KAGGLE_CONFIG_DIR") else []
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle"
+    folders += [home / ".kaggle", xdg]
+    for folder in folders:
+        for name in ("kaggle.json", "access_token"):
+            if (folder / name).is_file():
+                return str(folder / name)
+    return None
+
+
+def _download_from_kaggle(folder: Path) -> Path:
+    """Download emotions.csv into `folder` with the kaggle package; returns the file's path."""
+    # Imported here: importing kaggle authenticates at once and prints help or exits without credentials.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from kaggle.api.kaggle_api_extended import KaggleApi
+
+        api = KaggleApi()
+        api.authenticate()
+        api.dataset_download_file(KAGGLE_DATASET, KAGGLE_FILE, path=str(folder), force=True, quiet=True)
+    target = folder / KAGGLE_FILE
+    archive = folder / f"{KAGGLE_FILE}.zip"
+    if not target.is_file() and archive.is_file():
+        # Kaggle serves large files zipped.
+        with zipfile.ZipFile(archive) as bundle:
+            member = next(name for name in bundle.namelist() if name.endswith(".csv"))
+            with bundle.open(member) as source, target.open("wb") as sink:
+                shutil.copyfileobj(source, sink)
+    if not target.is_file():
+        raise FileNotFoundError(f"the download did not contain {KAGGLE_FILE}")
+    return target
+
+
+def _describe_failure(exc: BaseException) -> str:
+    """Why a Kaggle download failed, in a few words (the library's messages run to several lines)."""
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - requests comes with kaggle
+        requests = None
+    if requests is not None and isinstance(exc, requests.exceptions.ConnectionError):
+        return "cannot reach api.kaggle.com: no network, or a proxy refused the connection"
+    if requests is not None and isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
+        status = exc.response.status_code
+        if status in (401, 403):
+            return f"Kaggle refused the credentials (HTTP {status}); check them or accept the dataset's terms"
+        return f"Kaggle answered HTTP {status}"
+    if isinstance(exc, SystemExit):
+        return "the kaggle package could not authenticate"
+    return f"{type(exc).__name__}: {_one_line(exc) or 'no message'}"
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _build_offline_sample(out: Path, seed: int, force: bool) -> str:
+    """Build the simulated sample (modules.sample_data, imported only when needed); one line about it."""
+    from modules.sample_data import build_sample
+
+    info = build_sample(out, seed=seed, force=force)
+    return f"Offline sample: {info.message}."
+
+
+def _fetch_from_kaggle(out: Path) -> None:
+    """Download into a temporary folder beside `out`, validate, then move into place atomically."""
+    with tempfile.TemporaryDirectory(prefix=".kaggle-", dir=out.parent) as tmp:
+        downloaded = _download_from_kaggle(Path(tmp))
+        dataset = load_dataset(downloaded)
+        metadata = {
+            "source": "kaggle",
+            "dataset": KAGGLE_DATASET,
+            "file": KAGGLE_FILE,
+            "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sha256": dataset.digest,
+            "rows": len(dataset.features),
+        }
+        meta = _metadata_path(out)
+        # Old metadata goes first: a CSV without metadata reads as "user", never as a stale "sample".
+        meta.unlink(missing_ok=True)
+        os.replace(downloaded, out)
+        _write_json_atomically(meta, metadata)
+
+
+def fetch_dataset(out: str | os.PathLike, force: bool = False, seed: int = 42) -> str:
+    """Put the EEG dataset at `out`: "kaggle" (downloaded), "sample" (built offline) or "existing" (kept)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigurationError(
+            f"--out {out} is a folder; give the CSV file's path, e.g. {out / KAGGLE_FILE}"
+        )
+    if out.exists() and not force:
+        print(
+            f"Dataset {out} already exists (source: {read_metadata(out).get('source', 'user')}); keeping it. "
+            f"Run `make data FORCE=1` (or pass --force) to replace it."
+        )
+        return "existing"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    where = kaggle_credentials()
+    if where is None:
+        print(
+            "No Kaggle credentials (KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json): "
+            "building the offline sample instead."
+        )
+    else:
+        try:
+            _fetch_from_kaggle(out)
+        except (Exception, SystemExit) as exc:  # no network, bad credentials, Kaggle errors: all one line
+            reason = _describe_failure(exc)
+            if out.exists() and read_metadata(out).get("source") == "kaggle":
+                print(f"Kaggle download failed ({reason}); keeping the existing Kaggle dataset {out}.")
+                return "existing"
+            print(f"Kaggle download failed ({reason}): building the offline sample instead.")
+        else:
+            print(f"Downloaded {KAGGLE_DATASET}/{KAGGLE_FILE} to {out} (credentials: {where}).")
+            return "kaggle"
+    print(_build_offline_sample(out, seed=seed, force=force))
+    return "sample"
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.data",
+        description="Fetch the EEG emotions dataset, or validate any classification CSV.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser(
+        "fetch",
+        help="download emotions.csv from Kaggle, or build the offline sample without credentials",
+        description="Download birdy654/eeg-brainwave-dataset-feeling-emotions (emotions.csv) with Kaggle "
+        "credentials (KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json); otherwise build the offline sample.",
+    )
+    fetch.add_argument("--out", type=Path, default=None, help="where to write the CSV (default: DATA_PATH)")
+    fetch.add_argument("--force", action="store_true", help="replace an existing dataset")
+    fetch.add_argument("--seed", type=int, default=None, help="seed of the offline sample (default: SEED)")
+    validate = commands.add_parser(
+        "validate",
+        help="check a CSV and print a short summary",
+        description="Load a CSV as the pipeline would and print rows, features, classes and source; "
+        "exit non-zero with one line naming the problem otherwise.",
+    )
+    validate.add_argument("path", type=Path, help="the CSV file")
+    validate.add_argument(
+        "--label-column", default=None, help="name of the label column (default: LABEL_COLUMN)"
+    )
+    validate.add_argument(
+        "--missing",
+        choices=MISSING_POLICIES,
+        default=None,
+        help="drop rows with missing values or reject the file (default: MISSING_VALUES)",
+    )
+    validate.add_argument(
+        "--min-class-rows",
+        type=int,
+        default=None,
+        help="fewest rows a class may have (default: CV_FOLDS, the number of cross-validation folds)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m modules.data`."""
+    args = _parser().parse_args(argv)
+    from modules.settings import get_settings
+
+    settings = get_settings()
+    if args.command == "fetch":
+        out = args.out or settings.data_path
+        fetch_dataset(out, force=args.force, seed=settings.seed if args.seed is None else args.seed)
+        return 0
+    dataset = load_dataset(
+        args.path,
+        args.label_column or settings.label_column,
+        missing=args.missing or settings.missing_values,
+        min_class_rows=settings.cv_folds if args.min_class_rows is None else args.min_class_rows,
+    )
+    print(dataset.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,443 @@
+"""Recording groups, the one held-out test split, and cross-validation folds.
+
+Each row of the EEG emotions table is two consecutive windows of one recording: the
+`_a` half is the previous window, the `_b` half the current one. Within a recording, row
+k's `_b` block is exactly row k+1's `_a` block, so chaining rows on that equality rebuilds
+the recordings. Splitting by recording keeps near-copies from landing on both sides of a
+split, which random splits do (and which inflates every published accuracy).
+
+The split is made once (`make_split`), stored (`Split.to_dict`), and reused; the
+cross-validation folds are derived from it deterministically (`cv_folds`).
+
+Command line:
+    python -m modules.splitting data/emotions.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from modules.errors import ConfigurationError, DataValidationError, run_cli
+
+logger = logging.getLogger(__name__)
+
+PROTOCOLS = ("auto", "grouped", "random")
+_HALF = re.compile(r"^(?P<stem>.*)_(?P<half>[ab])(?P<tail>2?)$")
+
+
+@dataclass
+class Recordings:
+    """Recording (chain) id of every row; `sizes[g]` is the number of rows of recording g."""
+
+    group_ids: np.ndarray
+    sizes: list[int]
+    n_links: int = 0
+    paired_columns: int = 0
+
+    @property
+    def n_chains(self) -> int:
+        """Number of recordings, counting rows that chain to nothing as recordings of one row."""
+        return len(self.sizes)
+
+    @property
+    def found(self) -> bool:
+        """True when at least one chain has more than one row."""
+        return any(size > 1 for size in self.sizes)
+
+    def summary(self) -> str:
+        """One line: how many chains and how big."""
+        if not self.found:
+            reason = (
+                "no _a/_b column pairs"
+                if self.paired_columns == 0
+                else f"no row's _b block equals another row's _a block ({self.paired_columns} column pairs)"
+            )
+            return f"no recordings found in {len(self.group_ids)} rows: {reason}; every row is its own group"
+        sizes = np.array(self.sizes)
+        chained = sizes[sizes > 1]
+        singles = int((sizes == 1).sum())
+        low, high = int(chained.min()), int(chained.max())
+        span = (
+            f"{low} rows each"
+            if low == high
+            else f"{low}-{high} rows each (median {float(np.median(chained)):g})"
+        )
+        return (
+            f"{len(chained)} recordings found in {len(self.group_ids)} rows ({self.n_links} links): {span}"
+            + (f", plus {singles} rows that chain to nothing" if singles else "")
+        )
+
+    def size_counts(self) -> str:
+        """Chain sizes with how often each occurs, largest first: `118 rows x 16, 117 rows x 2`."""
+        sizes, counts = np.unique(np.array(self.sizes, dtype=np.int64), return_counts=True)
+        pairs = zip(sizes[::-1], counts[::-1], strict=True)
+        return ", ".join(f"{int(size)} rows x {int(count)}" for size, count in pairs)
+
+
+def paired_half_columns(columns: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Positions of matching `_a`/`_b` columns: `x_a`<->`x_b`, `x_a2`<->`x_b2`, in column order."""
+    position = {name: i for i, name in enumerate(columns)}
+    a_cols: list[int] = []
+    b_cols: list[int] = []
+    for i, name in enumerate(columns):
+        match = _HALF.match(str(name))
+        if match and match["half"] == "a":
+            partner = f"{match['stem']}_b{match['tail']}"
+            if partner in position:
+                a_cols.append(i)
+                b_cols.append(position[partner])
+    return a_cols, b_cols
+
+
+def _row_keys(block: np.ndarray) -> list[bytes]:
+    """The exact bytes of every row (+0.0 turns -0.0 into 0.0 so equal numbers give equal bytes)."""
+    block = np.ascontiguousarray(block + 0.0, dtype=np.float64)
+    return [row.tobytes() for row in block]
+
+
+def detect_recordings(features: pd.DataFrame) -> Recordings:
+    """Chain rows whose `_b` block equals another row's `_a` block exactly; each chain is one recording.
+
+    Rows are linked i -> j when b_i == a_j byte for byte (dictionary of the `_a` blocks' bytes),
+    and the recordings are the connected components of those links. Without `_a`/`_b` column
+    pairs, or without any link, every row is its own group (`found` is False).
+    """
+    n_rows = len(features)
+    a_cols, b_cols = paired_half_columns(list(features.columns))
+    if not a_cols or n_rows == 0:
+        return Recordings(group_ids=np.arange(n_rows), sizes=[1] * n_rows, paired_columns=len(a_cols))
+    values = features.to_numpy(dtype=np.float64)
+    a_keys = _row_keys(values[:, a_cols])
+    b_keys = _row_keys(values[:, b_cols])
+    starts: dict[bytes, list[int]] = {}
+    for row, key in enumerate(a_keys):
+        starts.setdefault(key, []).append(row)
+    sources: list[int] = []
+    targets: list[int] = []
+    for row, key in enumerate(b_keys):
+        for successor in starts.get(key, ()):
+            if successor != row:  # a constant signal would link a row to itself
+                sources.append(row)
+                targets.append(successor)
+    graph = coo_matrix((np.ones(len(sources)), (sources, targets)), shape=(n_rows, n_rows))
+    _, components = connected_components(graph, directed=False)
+    # Number the recordings by first appearance so ids do not depend on scipy's internals.
+    _, first_rows, inverse = np.unique(components, return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first_rows))
+    group_ids = order[inverse]
+    sizes = np.bincount(group_ids, minlength=len(first_rows)).tolist()
+    return Recordings(group_ids=group_ids, sizes=sizes, n_links=len(sources), paired_columns=len(a_cols))
+
+
+@dataclass
+class Split:
+    """The held-out test split, made once and stored; every result carries its protocol.
+
+    `groups` holds the recording id of every row whenever recordings were found (also for a
+    "random" split, so its leakage can be reported), and is None otherwise.
+    """
+
+    protocol: str
+    train_index: np.ndarray
+    test_index: np.ndarray
+    groups: np.ndarray | None
+    seed: int
+    test_size: float
+    n_recordings: int
+    requested_protocol: str = field(default="")
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the dataset the split was made on."""
+        return len(self.train_index) + len(self.test_index)
+
+    @property
+    def recordings_on_both_sides(self) -> int:
+        """Recordings with rows in both train and test: 0 for a grouped split, leakage for a random one."""
+        if self.groups is None:
+            return 0
+        shared = np.intersect1d(self.groups[self.train_index], self.groups[self.test_index])
+        return len(shared)
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        text = (
+            f"{self.protocol} split (seed {self.seed}, test_size {self.test_size:g}): "
+            f"{len(self.train_index)} train rows, {len(self.test_index)} test rows"
+        )
+        if self.groups is not None:
+            text += (
+                f", {self.n_recordings} recordings, {self.recordings_on_both_sides} on both sides"
+                if self.protocol == "random"
+                else f", {self.n_recordings} recordings, none on both sides"
+            )
+        return text
+
+    def to_dict(self) -> dict:
+        """JSON-safe form (plain ints and lists) for Metaflow and MLflow artifacts."""
+        return {
+            "protocol": self.protocol,
+            "requested_protocol": self.requested_protocol or self.protocol,
+            "seed": int(self.seed),
+            "test_size": float(self.test_size),
+            "n_recordings": int(self.n_recordings),
+            "train_index": [int(i) for i in self.train_index],
+            "test_index": [int(i) for i in self.test_index],
+            "groups": None if self.groups is None else [int(g) for g in self.groups],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Split:
+        """Rebuild a stored split, checking that it is whole and consistent."""
+        required = ("protocol", "seed", "test_size", "n_recordings", "train_index", "test_index")
+        lacking = [key for key in required if key not in data]
+        if lacking:
+            raise ConfigurationError(
+                f"stored split lacks {', '.join(lacking)}; expected Split.to_dict() output"
+            )
+        if data["protocol"] not in ("grouped", "random"):
+            raise ConfigurationError(
+                f"stored split has protocol {data['protocol']!r}; expected grouped or random"
+            )
+        train = np.asarray(data["train_index"], dtype=np.int64)
+        test = np.asarray(data["test_index"], dtype=np.int64)
+        groups = None if data.get("groups") is None else np.asarray(data["groups"], dtype=np.int64)
+        n_rows = len(train) + len(test)
+        positions = np.sort(np.concatenate([train, test]))
+        if not np.array_equal(positions, np.arange(n_rows)):
+            raise ConfigurationError(
+                "stored split is inconsistent: train and test indices must cover rows 0..n-1 exactly once"
+            )
+        if groups is not None and len(groups) != n_rows:
+            raise ConfigurationError(f"stored split has {len(groups)} group ids for {n_rows} rows")
+        return cls(
+            protocol=data["protocol"],
+            train_index=train,
+            test_index=test,
+            groups=groups,
+            seed=int(data["seed"]),
+            test_size=float(data["test_size"]),
+            n_recordings=int(data["n_recordings"]),
+            requested_protocol=data.get("requested_protocol", data["protocol"]),
+        )
+
+
+def _check_test_size(test_size: float) -> None:
+    if isinstance(test_size, bool) or not isinstance(test_size, int | float) or not 0.0 < test_size < 1.0:
+        raise ConfigurationError(f"test_size={test_size!r} must be a fraction between 0 and 1 (exclusive)")
+
+
+def _group_labels(groups: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Distinct group ids, the most common label of each, and how many groups mix labels."""
+    frame = pd.DataFrame({"group": groups, "label": labels})
+    counts = frame.groupby(["group", "label"]).size().reset_index(name="n")
+    mixed = int((counts.groupby("group").size() > 1).sum())
+    # Ties go to the smallest label so the choice does not depend on row order.
+    top = counts.sort_values(["group", "n", "label"], ascending=[True, False, True]).drop_duplicates("group")
+    return top["group"].to_numpy(), top["label"].to_numpy(), mixed
+
+
+def _stratified_take(items: np.ndarray, strata: np.ndarray, test_size: float, seed: int) -> np.ndarray:
+    """A stratified random sample of `items` of about test_size of each stratum (at least one
+    from every stratum with two or more items, and never a whole stratum)."""
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    for stratum in sorted(set(strata.tolist())):
+        members = items[strata == stratum]
+        if len(members) < 2:
+            continue
+        take = min(max(1, round(test_size * len(members))), len(members) - 1)
+        chosen.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=items.dtype)
+
+
+def make_split(
+    features: pd.DataFrame,
+    labels: Sequence | pd.Series | np.ndarray,
+    protocol: str = "auto",
+    test_size: float = 0.2,
+    seed: int = 42,
+    *,
+    recordings: Recordings | None = None,
+) -> Split:
+    """Split rows once into train and held-out test.
+
+    "grouped": whole recordings go to one side (stratified by each recording's label);
+    "random": rows stratified by label; "auto": grouped when recordings are found, random
+    otherwise. Pass `recordings` to reuse a `detect_recordings` result.
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigurationError(f"split protocol {protocol!r} must be one of {', '.join(PROTOCOLS)}")
+    _check_test_size(test_size)
+    y = np.asarray(labels).astype(str)
+    if len(y) != len(features):
+        raise DataValidationError(
+            f"{len(y)} labels for {len(features)} feature rows; expected one label per row"
+        )
+    recordings = recordings if recordings is not None else detect_recordings(features)
+    if protocol == "grouped" and not recordings.found:
+        raise ConfigurationError(
+            f"split protocol 'grouped' needs recordings, but none were found in {len(y)} rows "
+            f"({recordings.summary().split(': ', 1)[-1]}); use SPLIT_PROTOCOL=random or auto"
+        )
+    chosen = "grouped" if protocol == "grouped" or (protocol == "auto" and recordings.found) else "random"
+    rows = np.arange(len(y))
+    classes, class_counts = np.unique(y, return_counts=True)
+
+    if chosen == "grouped":
+        group_ids, group_label, mixed = _group_labels(recordings.group_ids, y)
+        if mixed:
+            logger.warning(
+                "%d recordings mix labels; stratifying by each recording's most common label", mixed
+            )
+        if len(group_ids) < 2:
+            raise DataValidationError(
+                f"only {len(group_ids)} recording found; a grouped split needs at least 2"
+            )
+        test_groups = _stratified_take(group_ids, group_label, test_size, seed)
+        if len(test_groups) == 0:
+            # Every class has a single recording: stratification is impossible, take whole groups at random.
+            n_test = min(max(1, round(test_size * len(group_ids))), len(group_ids) - 1)
+            test_groups = np.sort(np.random.default_rng(seed).choice(group_ids, size=n_test, replace=False))
+        in_test = np.isin(recordings.group_ids, test_groups)
+    else:
+        small = classes[class_counts < 2]
+        if len(small):
+            raise DataValidationError(
+                f"class {str(small[0])!r} has {int(class_counts[classes == small[0]][0])} row; "
+                f"a stratified split needs at least 2 rows per class"
+            )
+        in_test = np.isin(rows, _stratified_take(rows, y, test_size, seed))
+
+    train_index, test_index = rows[~in_test], rows[in_test]
+    missing_train = sorted(set(classes.tolist()) - set(y[train_index].tolist()))
+    if missing_train:
+        raise DataValidationError(
+            f"the {chosen} split left no training rows of class {missing_train[0]!r}; "
+            f"it needs more recordings of that class or a smaller test_size (now {test_size:g})"
+        )
+    missing_test = sorted(set(classes.tolist()) - set(y[test_index].tolist()))
+    if missing_test:
+        logger.warning("the %s test part has no rows of class(es) %s", chosen, ", ".join(missing_test))
+    return Split(
+        protocol=chosen,
+        train_index=train_index,
+        test_index=test_index,
+        groups=recordings.group_ids.copy() if recordings.found else None,
+        seed=seed,
+        test_size=float(test_size),
+        n_recordings=recordings.n_chains if recordings.found else 0,
+        requested_protocol=protocol,
+    )
+
+
+def cv_folds(
+    split: Split,
+    labels: Sequence | pd.Series | np.ndarray,
+    n_splits: int = 5,
+    seed: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-validation folds over the training part, as positions relative to `split.train_index`.
+
+    StratifiedGroupKFold over recordings for a grouped split, StratifiedKFold otherwise; the
+    folds depend only on the stored split and `seed` (default: the split's seed). `labels`
+    may be all rows' labels or only the training rows'. Usable directly as scikit-learn `cv=`.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2:
+        raise ConfigurationError(f"n_splits={n_splits!r} must be a whole number of at least 2 (CV_FOLDS)")
+    seed = split.seed if seed is None else seed
+    y = np.asarray(labels).astype(str)
+    if len(y) == split.n_rows:
+        y = y[split.train_index]
+    elif len(y) != len(split.train_index):
+        raise DataValidationError(
+            f"{len(y)} labels for a split of {split.n_rows} rows ({len(split.train_index)} in training); "
+            f"pass all rows' labels or the training rows' labels"
+        )
+    classes, counts = np.unique(y, return_counts=True)
+    if split.protocol == "grouped":
+        if split.groups is None:
+            raise ConfigurationError("a grouped split without group ids cannot give grouped folds")
+        groups = split.groups[split.train_index]
+        n_groups = len(np.unique(groups))
+        if n_groups < n_splits:
+            raise DataValidationError(
+                f"the training part has {n_groups} recordings, fewer than the {n_splits} CV folds asked "
+                f"for; lower CV_FOLDS to {n_groups} or less"
+            )
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        folds = list(splitter.split(np.zeros(len(y)), y, groups))
+    else:
+        if counts.min() < n_splits:
+            small = str(classes[np.argmin(counts)])
+            raise DataValidationError(
+                f"class {small!r} has {int(counts.min())} training rows, fewer than the {n_splits} CV folds "
+                f"asked for; lower CV_FOLDS or add rows"
+            )
+        splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        folds = list(splitter.split(np.zeros(len(y)), y))
+    empty = [k for k, (_, validation) in enumerate(folds) if len(validation) == 0]
+    if empty:
+        raise DataValidationError(f"CV fold {empty[0] + 1} of {n_splits} is empty; lower CV_FOLDS")
+    return [(np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)) for train, val in folds]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.splitting",
+        description="Find the recordings (chains of rows whose _b half equals another row's _a half) in a "
+        "dataset and show the held-out split the pipeline would make.",
+    )
+    parser.add_argument("path", help="the CSV file")
+    parser.add_argument(
+        "--label-column", default=None, help="name of the label column (default: LABEL_COLUMN)"
+    )
+    parser.add_argument(
+        "--protocol", choices=PROTOCOLS, default=None, help="split protocol (default: SPLIT_PROTOCOL)"
+    )
+    parser.add_argument(
+        "--test-size", type=float, default=None, help="held-out fraction (default: TEST_SIZE)"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: SEED)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m modules.splitting`."""
+    args = _parser().parse_args(argv)
+    from modules.data import load_dataset
+    from modules.settings import get_settings
+
+    settings = get_settings()
+    dataset = load_dataset(
+        args.path, args.label_column or settings.label_column, missing=settings.missing_values
+    )
+    recordings = detect_recordings(dataset.features)
+    print(recordings.summary())
+    if recordings.found:
+        print(f"recording sizes: {recordings.size_counts()}")
+    split = make_split(
+        dataset.features,
+        dataset.labels,
+        protocol=args.protocol or settings.split_protocol,
+        test_size=settings.test_size if args.test_size is None else args.test_size,
+        seed=settings.seed if args.seed is None else args.seed,
+        recordings=recordings,
+    )
+    print(split.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

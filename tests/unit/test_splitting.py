@@ -1,0 +1,326 @@
+"""modules.splitting: recordings rebuilt from overlapping windows, the held-out split, CV folds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_wine
+
+from modules.errors import ConfigurationError, DataValidationError
+from modules.splitting import Split, cv_folds, detect_recordings, main, make_split, paired_half_columns
+
+HAS_SAMPLE_BUILDER = importlib.util.find_spec("modules.sample_data") is not None
+CLASSES = ("NEGATIVE", "NEUTRAL", "POSITIVE")
+
+
+def half_names(half: str) -> list[str]:
+    """A miniature of the published naming, including the `_a2`/`_b2` quarter-mean names."""
+    return (
+        [f"mean_{k}_{half}" for k in range(3)]
+        + [f"mean_d_{k}_{half}2" for k in range(2)]
+        + [f"mean_d_{k}_{half}" for k in range(2)]
+        + [f"fft_{k}_{half}" for k in range(3)]
+    )
+
+
+def chained_table(
+    sizes: list[int], labels: list[str] | None = None, seed: int = 0
+) -> tuple[pd.DataFrame, pd.Series, np.ndarray]:
+    """Shuffled rows of several recordings: row k of a recording is (window k, window k+1).
+
+    Returns features, labels and the true recording of every row.
+    """
+    rng = np.random.default_rng(seed)
+    labels = labels or [CLASSES[i % 3] for i in range(len(sizes))]
+    blocks, ys, truth = [], [], []
+    for recording, rows in enumerate(sizes):
+        windows = np.round(rng.normal(scale=10.0, size=(rows + 1, 10)), 2)
+        blocks.append(np.hstack([windows[:-1], windows[1:]]))
+        ys += [labels[recording]] * rows
+        truth += [recording] * rows
+    order = rng.permutation(sum(sizes))
+    features = pd.DataFrame(np.vstack(blocks)[order], columns=half_names("a") + half_names("b"))
+    return features, pd.Series(np.array(ys)[order], name="label"), np.array(truth)[order]
+
+
+def partition(ids: np.ndarray) -> set[frozenset[int]]:
+    return {frozenset(np.flatnonzero(ids == g).tolist()) for g in np.unique(ids)}
+
+
+def wine_table() -> tuple[pd.DataFrame, pd.Series]:
+    wine = load_wine(as_frame=True)
+    return wine.data, wine.target.astype(str)
+
+
+# --------------------------------------------------------------------------- recordings
+
+
+def test_half_columns_pair_by_suffix_including_a2() -> None:
+    names = half_names("a") + half_names("b") + ["other"]
+    a_cols, b_cols = paired_half_columns(names)
+    assert len(a_cols) == 10
+    assert [names[i] for i in b_cols] == half_names("b")
+    assert names[a_cols[3]] == "mean_d_0_a2" and names[b_cols[3]] == "mean_d_0_b2"
+
+
+def test_chained_rows_are_regrouped_into_their_recordings_exactly() -> None:
+    sizes = [5, 8, 12, 3, 20, 9]
+    features, _, truth = chained_table(sizes)
+    recordings = detect_recordings(features)
+    assert recordings.found
+    assert recordings.n_chains == 6
+    assert sorted(recordings.sizes) == sorted(sizes)
+    assert partition(recordings.group_ids) == partition(truth)
+    assert recordings.n_links == sum(sizes) - len(sizes)
+    assert [recordings.sizes[g] for g in recordings.group_ids] == [sizes[t] for t in truth]
+    assert recordings.summary() == "6 recordings found in 57 rows (51 links): 3-20 rows each (median 8.5)"
+
+
+def test_group_ids_do_not_depend_on_scipy_numbering() -> None:
+    features, _, _ = chained_table([4, 6, 5])
+    ids = detect_recordings(features).group_ids
+    first_seen = list(dict.fromkeys(ids.tolist()))
+    assert first_seen == [0, 1, 2]
+
+
+def test_negative_zero_equals_zero_when_chaining() -> None:
+    features, _, truth = chained_table([4, 4])
+    values = features.to_numpy()
+    a, b = values[:, :10], values[:, 10:]
+    i, j = next((i, j) for i in range(len(a)) for j in range(len(a)) if np.array_equal(b[i], a[j]))
+    features.iat[i, 19] = -0.0  # fft_2_b of row i ...
+    features.iat[j, 9] = 0.0  # ... still equals fft_2_a of its successor
+    assert partition(detect_recordings(features).group_ids) == partition(truth)
+
+
+def test_table_without_half_columns_has_one_group_per_row() -> None:
+    features, _ = wine_table()
+    recordings = detect_recordings(features)
+    assert not recordings.found
+    assert recordings.n_chains == len(features) == 178
+    assert recordings.group_ids.tolist() == list(range(178))
+    assert "no _a/_b column pairs" in recordings.summary()
+
+
+def test_half_columns_without_links_are_not_recordings() -> None:
+    rng = np.random.default_rng(1)
+    features = pd.DataFrame(rng.normal(size=(30, 20)), columns=half_names("a") + half_names("b"))
+    recordings = detect_recordings(features)
+    assert not recordings.found and recordings.n_chains == 30
+    assert "no row's _b block equals another row's _a block (10 column pairs)" in recordings.summary()
+
+
+# --------------------------------------------------------------------------- split
+
+
+def test_grouped_split_keeps_every_recording_on_one_side_and_every_class_in_test() -> None:
+    features, labels, truth = chained_table([10, 11, 12, 13, 9, 10, 12, 11, 10, 14, 9, 13])
+    split = make_split(features, labels, protocol="grouped", test_size=0.25, seed=3)
+    assert split.protocol == "grouped" and split.requested_protocol == "grouped"
+    assert set(truth[split.train_index]).isdisjoint(truth[split.test_index])
+    assert split.recordings_on_both_sides == 0
+    assert set(labels.iloc[split.test_index]) == set(CLASSES)
+    assert set(labels.iloc[split.train_index]) == set(CLASSES)
+    assert len(set(truth[split.test_index])) == 3  # one of the four recordings of each class
+    assert split.n_recordings == 12
+    assert sorted(np.concatenate([split.train_index, split.test_index]).tolist()) == list(range(len(labels)))
+
+
+def test_random_split_is_stratified_and_reports_its_leakage() -> None:
+    features, labels, _ = chained_table([30, 30, 30, 20, 20, 20])
+    split = make_split(features, labels, protocol="random", test_size=0.2, seed=1)
+    assert split.protocol == "random"
+    test_counts = labels.iloc[split.test_index].value_counts().to_dict()
+    assert test_counts == {"NEGATIVE": 10, "NEUTRAL": 10, "POSITIVE": 10}  # 20% of each 50-row class
+    assert split.recordings_on_both_sides == 6  # near-copies on both sides: why "grouped" exists
+    assert "6 on both sides" in split.describe()
+
+
+def test_auto_picks_grouped_with_recordings_and_random_without() -> None:
+    features, labels, _ = chained_table([8, 8, 8, 8, 8, 8])
+    assert make_split(features, labels).protocol == "grouped"
+    wine_x, wine_y = wine_table()
+    split = make_split(wine_x, wine_y)
+    assert split.protocol == "random" and split.requested_protocol == "auto"
+    assert split.groups is None and split.n_recordings == 0
+    counts = wine_y.iloc[split.test_index].value_counts().to_dict()
+    assert counts == {"0": 12, "1": 14, "2": 10}  # round(0.2 * 59, 71, 48)
+
+
+def test_grouped_without_recordings_is_a_clear_error() -> None:
+    wine_x, wine_y = wine_table()
+    with pytest.raises(ConfigurationError) as caught:
+        make_split(wine_x, wine_y, protocol="grouped")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "split protocol 'grouped' needs recordings, but none were found in 178 rows" in message
+    assert "SPLIT_PROTOCOL=random" in message
+
+
+@pytest.mark.parametrize("test_size", [0, 1, 1.5, -0.2, True, "0.2"])
+def test_test_size_must_be_a_fraction(test_size: object) -> None:
+    features, labels, _ = chained_table([5, 5, 5, 5, 5, 5])
+    with pytest.raises(ConfigurationError, match=r"test_size=.* must be a fraction between 0 and 1"):
+        make_split(features, labels, test_size=test_size)
+
+
+def test_unknown_protocol_is_a_configuration_error() -> None:
+    features, labels, _ = chained_table([5, 5, 5])
+    with pytest.raises(ConfigurationError, match="'stratified' must be one of auto, grouped, random"):
+        make_split(features, labels, protocol="stratified")
+
+
+def test_same_seed_same_split_and_another_seed_another_one() -> None:
+    features, labels, _ = chained_table([8] * 12)
+    first = make_split(features, labels, seed=5)
+    again = make_split(features, labels, seed=5)
+    other = make_split(features, labels, seed=6)
+    assert np.array_equal(first.test_index, again.test_index)
+    assert not np.array_equal(first.test_index, other.test_index)
+
+
+def test_recordings_that_mix_labels_are_stratified_by_their_majority(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    features, labels, truth = chained_table([10] * 9)
+    labels = labels.copy()
+    labels.iloc[np.flatnonzero(truth == 0)[:2]] = "NEUTRAL"  # recording 0 is mostly NEGATIVE
+    with caplog.at_level(logging.WARNING, logger="modules.splitting"):
+        split = make_split(features, labels, protocol="grouped", test_size=0.34, seed=0)
+    assert "1 recordings mix labels" in caplog.text
+    assert set(truth[split.train_index]).isdisjoint(truth[split.test_index])
+
+
+def test_split_round_trips_through_json() -> None:
+    features, labels, _ = chained_table([8] * 9)
+    split = make_split(features, labels, seed=11)
+    stored = json.loads(json.dumps(split.to_dict()))
+    restored = Split.from_dict(stored)
+    assert restored.protocol == split.protocol and restored.seed == 11 and restored.test_size == 0.2
+    assert restored.n_recordings == split.n_recordings == 9
+    for name in ("train_index", "test_index", "groups"):
+        assert np.array_equal(getattr(restored, name), getattr(split, name))
+    assert restored.to_dict() == split.to_dict()
+    folds, again = cv_folds(split, labels, n_splits=3), cv_folds(restored, labels, n_splits=3)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again, strict=True))
+
+
+def test_inconsistent_stored_split_is_refused() -> None:
+    features, labels, _ = chained_table([8] * 6)
+    stored = make_split(features, labels).to_dict()
+    stored["test_index"] = stored["test_index"] + stored["train_index"][:1]
+    with pytest.raises(ConfigurationError, match=r"cover rows 0\.\.n-1 exactly once"):
+        Split.from_dict(stored)
+    with pytest.raises(ConfigurationError, match="lacks train_index"):
+        Split.from_dict({k: v for k, v in stored.items() if k != "train_index"})
+
+
+# --------------------------------------------------------------------------- CV folds
+
+
+def test_grouped_folds_never_share_a_recording() -> None:
+    features, labels, truth = chained_table([9, 10, 11, 12, 10, 9, 11, 12, 10, 9, 12, 11, 10, 9, 11])
+    split = make_split(features, labels, protocol="grouped", seed=2)
+    folds = cv_folds(split, labels, n_splits=4)
+    train_truth = truth[split.train_index]
+    assert len(folds) == 4
+    seen = []
+    for fit, validation in folds:
+        assert set(train_truth[fit]).isdisjoint(train_truth[validation])
+        assert max(fit.max(), validation.max()) < len(split.train_index)  # relative positions
+        seen += validation.tolist()
+    assert sorted(seen) == list(range(len(split.train_index)))
+    # Training-row labels give the same folds as all rows' labels.
+    same = cv_folds(split, labels.iloc[split.train_index], n_splits=4)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, same, strict=True))
+
+
+def test_folds_follow_the_split_seed_by_default() -> None:
+    features, labels, _ = chained_table([9] * 15)
+    split = make_split(features, labels, seed=4)
+    default = cv_folds(split, labels, n_splits=3)
+    explicit = cv_folds(split, labels, n_splits=3, seed=4)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(default, explicit, strict=True))
+
+
+def test_random_folds_are_stratified_and_usable_as_sklearn_cv() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    wine_x, wine_y = wine_table()
+    split = make_split(wine_x, wine_y, seed=0)
+    folds = cv_folds(split, wine_y, n_splits=5)
+    y_train = wine_y.iloc[split.train_index].to_numpy()
+    for _, validation in folds:
+        assert set(y_train[validation]) == {"0", "1", "2"}
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+    scores = cross_val_score(model, wine_x.iloc[split.train_index], y_train, cv=folds)
+    assert len(scores) == 5 and scores.mean() > 0.9
+
+
+def test_too_few_recordings_for_the_folds_names_the_numbers() -> None:
+    features, labels, _ = chained_table([8] * 6)
+    split = make_split(features, labels, test_size=0.34, seed=0)  # 3 recordings left for training
+    with pytest.raises(
+        DataValidationError, match="training part has 3 recordings, fewer than the 5 CV folds"
+    ):
+        cv_folds(split, labels, n_splits=5)
+    with pytest.raises(ConfigurationError, match="n_splits=1 must be a whole number of at least 2"):
+        cv_folds(split, labels, n_splits=1)
+
+
+def test_too_few_rows_of_a_class_for_random_folds() -> None:
+    wine_x, wine_y = wine_table()
+    split = make_split(wine_x.iloc[:70], wine_y.iloc[:70], seed=0)  # class "1" has 11 rows there
+    with pytest.raises(
+        DataValidationError, match="class '1' has 9 training rows, fewer than the 10 CV folds"
+    ):
+        cv_folds(split, wine_y.iloc[:70], n_splits=10)
+
+
+def test_labels_of_the_wrong_length_are_refused() -> None:
+    features, labels, _ = chained_table([8] * 6)
+    split = make_split(features, labels)
+    with pytest.raises(DataValidationError, match="5 labels for a split of 48 rows"):
+        cv_folds(split, labels.iloc[:5])
+
+
+# --------------------------------------------------------------------------- command line and real sample
+
+
+def test_cli_prints_chains_and_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    features, labels, _ = chained_table([10, 12, 10, 11, 10, 12])
+    table = features.assign(label=labels)
+    path = tmp_path / "chained.csv"
+    table.to_csv(path, index=False)
+    assert main([str(path), "--test-size", "0.34"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "6 recordings found in 65 rows (59 links): 10-12 rows each (median 10.5)"
+    assert out[1] == "recording sizes: 12 rows x 2, 11 rows x 1, 10 rows x 3"
+    assert out[2].startswith("grouped split (seed 42, test_size 0.34)")
+
+
+@pytest.mark.skipif(not HAS_SAMPLE_BUILDER, reason="modules.sample_data is not there yet")
+def test_chains_of_the_simulated_sample_are_its_recordings(tmp_path: Path) -> None:
+    from modules.data import load_dataset
+    from modules.sample_data import build_sample, metadata_path
+
+    out = tmp_path / "emotions.csv"
+    build_sample(out, seed=3, subjects=2, repeats=1, duration_s=12.0)
+    truth = np.array(json.loads(metadata_path(out).read_text())["row_recording"])
+    dataset = load_dataset(out)
+    recordings = detect_recordings(dataset.features)
+    assert dataset.features.shape[1] == 2548
+    assert recordings.n_chains == len(set(truth.tolist()))
+    assert partition(recordings.group_ids) == partition(np.unique(truth, return_inverse=True)[1])
+    split = make_split(dataset.features, dataset.labels, seed=0)
+    assert split.protocol == "grouped"
+    assert set(truth[split.train_index]).isdisjoint(truth[split.test_index])
