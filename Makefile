@@ -16,6 +16,7 @@ DATA ?= $(or $(DATA_PATH),data/emotions.csv)
 REPORTS ?= $(or $(REPORTS_DIR),reports)
 LABEL_COLUMN ?= label
 RUN_ID ?= latest
+TOP_N ?= 30
 PYTEST_ARGS ?=
 
 RUNTIME_STAMP := $(VENV)/.installed-runtime
@@ -56,7 +57,7 @@ sample: install ## Build the simulated-EEG sample dataset offline (FORCE=1 overw
 
 eda: install ## Write EDA and correlation reports (JSON, PNG, HTML) into reports/
 	$(PY) -m analysis.eda $(DATA) $(REPORTS) --label-column $(LABEL_COLUMN)
-	$(PY) -m analysis.correlation_analysis $(DATA) $(REPORTS) --label-column $(LABEL_COLUMN)
+	$(PY) -m analysis.correlation_analysis $(DATA) $(REPORTS) --label-column $(LABEL_COLUMN) --top-n $(TOP_N)
 
 tune: install ## Run TuningFlow: tune the SVM and the DNN, tracked in MLflow
 	$(PY) metaflows_flow/tuning_flow.py run --data-path $(DATA) --label-column $(LABEL_COLUMN)

@@ -264,18 +264,14 @@ def _check_classes(path: Path, labels: pd.Series, label_column: str, min_class_r
             )
 
 
-def _metadata_path(csv_path: Path) -> Path:
-    """Where the dataset's metadata lives (the sample builder's rule)."""
-    try:
-        from modules.sample_data import metadata_path
-    except ImportError:  # sample_data is optional for loading user files
-        return csv_path.with_suffix(".metadata.json")
-    return metadata_path(csv_path)
+def metadata_path(csv_path: Path) -> Path:
+    """Where a dataset's metadata lives: `emotions.csv` -> `emotions.metadata.json`."""
+    return Path(csv_path).with_suffix(".metadata.json")
 
 
 def read_metadata(csv_path: Path) -> dict:
     """The metadata JSON next to the CSV, or {} when there is none or it cannot be read."""
-    meta = _metadata_path(Path(csv_path))
+    meta = metadata_path(Path(csv_path))
     if not meta.is_file():
         return {}
     try:
@@ -454,7 +450,7 @@ def _fetch_from_kaggle(out: Path) -> None:
             "sha256": dataset.digest,
             "rows": len(dataset.features),
         }
-        meta = _metadata_path(out)
+        meta = metadata_path(out)
         # Old metadata goes first: a CSV without metadata reads as "user", never as a stale "sample".
         meta.unlink(missing_ok=True)
         os.replace(downloaded, out)
