@@ -23,7 +23,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: help venv install install-dev data sample eda tune train run mlflow_ui mlflow_server stop \
-	db_init db_upgrade test test-unit lint format bench clean
+	db_init db_upgrade test test-services test-unit lint format bench clean
 
 help: ## List every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -87,7 +87,10 @@ db_init: install ## Create the MLflow database and user in PostgreSQL (POSTGRES_
 db_upgrade: install ## Apply MLflow's schema migrations to the PostgreSQL database
 	$(PY) -m modules.tracking_server db-upgrade
 
-test: install-dev ## Run the whole test suite (unit, flows, integration with real servers)
+test-services: ## Install what the integration tests start: the PostgreSQL server (apt) when initdb is missing
+	@bash infra/postgres/install_server.sh
+
+test: install-dev test-services ## Run the whole test suite (unit, flows, integration with real servers)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install-dev ## Run the fast unit tests only

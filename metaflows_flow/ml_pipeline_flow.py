@@ -17,15 +17,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, step
-from metaflow.cards import Image, Markdown, Table
 
-from metaflows_flow.tuning_runs import find_tuning_run
-from modules import tracking
 from modules.errors import ConfigurationError
-from modules.pipeline import fail_cleanly, reload_data, train_dnn, train_svm
-from modules.prediction import Evaluation, classification_report_text, plot_confusion_matrix
-from modules.reports import training_report_html
 from modules.settings import get_settings
+
+# Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
+# TensorFlow cost seconds each), so the light steps start fast.
 
 SETTINGS = get_settings()
 FAMILIES = ("svm", "dnn")
@@ -61,6 +58,10 @@ class MLPipelineFlow(FlowSpec):
     @step
     def start(self):
         """Check the tracking server, find the tuning run, reuse its data, split and best settings."""
+        from metaflows_flow.tuning_runs import find_tuning_run
+        from modules import tracking
+        from modules.pipeline import fail_cleanly
+
         with fail_cleanly():
             self.tracking_uri = tracking.connect(SETTINGS)
             overrides = parse_overrides(self.params_override)
@@ -99,6 +100,9 @@ class MLPipelineFlow(FlowSpec):
     @step
     def train_svm(self):
         """Refit the best SVM on the whole training part, evaluate on held-out rows, register it."""
+        from modules import tracking
+        from modules.pipeline import train_svm
+
         tracking.connect(SETTINGS)
         data = self._reload()
         trained = train_svm(
@@ -117,6 +121,9 @@ class MLPipelineFlow(FlowSpec):
     @step
     def train_dnn(self):
         """Refit the best DNN on the whole training part, evaluate on held-out rows, register it."""
+        from modules import tracking
+        from modules.pipeline import train_dnn
+
         tracking.connect(SETTINGS)
         data = self._reload()
         trained = train_dnn(
@@ -142,6 +149,8 @@ class MLPipelineFlow(FlowSpec):
     @step
     def join(self, inputs):
         """Promote each new version to `champion` only if it beats the champion on the same held-out rows."""
+        from modules import tracking
+
         self.merge_artifacts(inputs)
         tracking.connect(SETTINGS)
         data = self._reload()
@@ -163,6 +172,12 @@ class MLPipelineFlow(FlowSpec):
     @step
     def report(self):
         """Write the card, an HTML report logged to MLflow, and reports/promotion.json."""
+        from metaflow.cards import Image, Markdown, Table
+
+        from modules import tracking
+        from modules.prediction import Evaluation, plot_confusion_matrix
+        from modules.reports import training_report_html
+
         families = {family: getattr(self, family) for family in FAMILIES}
         images = {}
         with tempfile.TemporaryDirectory() as tmp:
@@ -217,6 +232,8 @@ class MLPipelineFlow(FlowSpec):
 
     # -- helpers shared by the steps (kept tiny; logic lives in modules/) --
     def _reload(self):
+        from modules.pipeline import reload_data
+
         return reload_data(
             self.data_path,
             self.label_column,
@@ -230,6 +247,9 @@ class MLPipelineFlow(FlowSpec):
 
     def _record(self, family, child_run_id, model_uri, evaluation, preprocessing) -> dict:
         """Log the evaluation, register the model once per flow run, return what later steps need."""
+        from modules import tracking
+        from modules.prediction import classification_report_text
+
         name = SETTINGS.model_name(family)
         tracking.log_params({**self.best[family]["params"], **preprocessing}, prefix=f"{family}.")
         tracking.log_metrics(

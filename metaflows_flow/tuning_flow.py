@@ -15,26 +15,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, step
-from metaflow.cards import Image, Markdown, Table
 
-from modules import tracking
-from modules.pipeline import (
-    best_epoch_count,
-    fail_cleanly,
-    prepare_data,
-    reload_data,
-    run_dnn_tuning,
-    run_svm_tuning,
-)
-from modules.reports import (
-    DNN_TABLE_HEADERS,
-    SVM_TABLE_HEADERS,
-    dnn_trial_rows,
-    figure_png,
-    plot_search_scores,
-    svm_candidate_rows,
-)
 from modules.settings import SPLIT_PROTOCOLS, get_settings
+
+# Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
+# TensorFlow cost seconds each), so the light steps start fast.
 
 SETTINGS = get_settings()
 
@@ -63,6 +48,9 @@ class TuningFlow(FlowSpec):
     @step
     def start(self):
         """Check the tracking server, load and validate the data, split it once."""
+        from modules import tracking
+        from modules.pipeline import fail_cleanly, prepare_data
+
         with fail_cleanly():
             self.tracking_uri = tracking.connect(SETTINGS)
             print(f"MLflow tracking: {self.tracking_uri}")
@@ -115,6 +103,9 @@ class TuningFlow(FlowSpec):
     @step
     def tune_svm(self):
         """Search the SVM (C, gamma, kernel) by successive halving on the split's CV folds."""
+        from modules import tracking
+        from modules.pipeline import fail_cleanly, run_svm_tuning
+
         with fail_cleanly():
             tracking.connect(SETTINGS)
             data = self._reload()
@@ -142,6 +133,9 @@ class TuningFlow(FlowSpec):
     @step
     def tune_dnn(self):
         """Search the DNN architecture with keras-tuner; each trial is a nested MLflow run."""
+        from modules import tracking
+        from modules.pipeline import fail_cleanly, run_dnn_tuning
+
         with fail_cleanly():
             tracking.connect(SETTINGS)
             data = self._reload()
@@ -167,6 +161,19 @@ class TuningFlow(FlowSpec):
     @step
     def join(self, inputs):
         """Keep the best settings of each family and show every candidate in a card."""
+        from metaflow.cards import Image, Markdown, Table
+
+        from modules import tracking
+        from modules.pipeline import best_epoch_count
+        from modules.reports import (
+            DNN_TABLE_HEADERS,
+            SVM_TABLE_HEADERS,
+            dnn_trial_rows,
+            figure_png,
+            plot_search_scores,
+            svm_candidate_rows,
+        )
+
         self.merge_artifacts(inputs)
         self.best = {
             "svm": {"params": self.svm_result["best_params"], "cv_accuracy": self.svm_result["cv_mean"]},
@@ -208,6 +215,8 @@ class TuningFlow(FlowSpec):
 
     # -- helpers shared by the steps (kept tiny; logic lives in modules/) --
     def _reload(self):
+        from modules.pipeline import reload_data
+
         return reload_data(
             self.data_path,
             self.label_column,
@@ -220,6 +229,8 @@ class TuningFlow(FlowSpec):
         return {**self.run_tags, "metaflow.pathspec": current.pathspec}
 
     def _log_trial(self, trial) -> None:
+        from modules import tracking
+
         with tracking.child_run(f"trial-{trial.trial_id}", self._step_tags()):
             tracking.log_params(trial.hyperparameters)
             tracking.log_history(trial.history)

@@ -6,8 +6,8 @@ of steps, and these functions can be tested and reused without a flow.
 
 from __future__ import annotations
 
+import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,9 +22,14 @@ from modules.errors import DataValidationError, OperationalMLError
 from modules.feature_transformation import build_preprocessor, describe_preprocessor
 from modules.prediction import Evaluation, evaluate
 from modules.splitting import Split, cv_folds, make_split
+from modules.tune_dnn import encode_labels, tune_dnn
+from modules.tune_dnn import train_dnn as fit_dnn
 from modules.tune_svm import SvmTuningResult, build_svm_model, tune_svm
 
 Progress = Callable[[str], None]
+
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) would bury the progress lines.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @contextmanager
@@ -133,12 +138,6 @@ def run_svm_tuning(
     )
 
 
-def encode_labels(labels: pd.Series, classes: list[str]) -> np.ndarray:
-    """String labels -> integer codes in `classes` order (what the DNN predicts)."""
-    lookup = {name: code for code, name in enumerate(classes)}
-    return labels.map(lookup).to_numpy(dtype="int64")
-
-
 def run_dnn_tuning(
     data: PreparedData,
     *,
@@ -150,23 +149,21 @@ def run_dnn_tuning(
     on_trial_end: Callable[[Any], None] | None = None,
 ) -> Any:
     """keras-tuner search; validation rows are one CV fold of the training part (never test rows)."""
-    from modules.tune_dnn import tune_dnn
-
     inner_train, inner_val = cv_folds(data.split, data.dataset.labels, n_splits=cv_folds_count, seed=seed)[0]
     X, y = data.X_train, data.y_train
     preprocessor = build_preprocessor(pca_variance).fit(X.iloc[inner_train])
-    with tempfile.TemporaryDirectory(prefix="tuner-") as tuner_dir:
-        return tune_dnn(
-            np.asarray(preprocessor.transform(X.iloc[inner_train]), dtype="float32"),
-            encode_labels(y.iloc[inner_train], data.classes),
-            np.asarray(preprocessor.transform(X.iloc[inner_val]), dtype="float32"),
-            encode_labels(y.iloc[inner_val], data.classes),
-            max_trials=max_trials,
-            max_epochs=max_epochs,
-            seed=seed,
-            tuner_dir=tuner_dir,
-            on_trial_end=on_trial_end,
-        )
+    # tune_dnn searches in a fresh temporary folder each time: never reloads an old search.
+    return tune_dnn(
+        np.asarray(preprocessor.transform(X.iloc[inner_train]), dtype="float32"),
+        encode_labels(y.iloc[inner_train], data.classes)[0],
+        np.asarray(preprocessor.transform(X.iloc[inner_val]), dtype="float32"),
+        encode_labels(y.iloc[inner_val], data.classes)[0],
+        max_trials=max_trials,
+        max_epochs=max_epochs,
+        seed=seed,
+        n_classes=len(data.classes),
+        on_trial_end=on_trial_end,
+    )
 
 
 def best_epoch_count(dnn_result: dict[str, Any]) -> int:
@@ -217,12 +214,15 @@ def train_dnn(
     data: PreparedData, hyperparameters: dict[str, Any], *, epochs: int, pca_variance: float | None, seed: int
 ) -> TrainedDnn:
     """Fit the preprocessor and the best DNN on the whole training part, evaluate on held-out rows."""
-    from modules.tune_dnn import train_dnn as fit_dnn
-
     preprocessor = build_preprocessor(pca_variance).fit(data.X_train)
     X_train = np.asarray(preprocessor.transform(data.X_train), dtype="float32")
     model, history = fit_dnn(
-        hyperparameters, X_train, encode_labels(data.y_train, data.classes), max_epochs=epochs, seed=seed
+        hyperparameters,
+        X_train,
+        encode_labels(data.y_train, data.classes)[0],
+        max_epochs=epochs,
+        seed=seed,
+        n_classes=len(data.classes),
     )
     proba = np.asarray(
         model.predict(np.asarray(preprocessor.transform(data.X_test), dtype="float32"), verbose=0)

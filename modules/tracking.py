@@ -223,12 +223,17 @@ def pip_requirements(*packages: str) -> list[str]:
     return pins
 
 
+# Types skops may load from our models: scikit-learn's own internals (calibration, folds)
+# and this project's transformers. Anything else in a model is refused at load time.
+_TRUSTED_PACKAGES = ("sklearn.", "modules.")
+
+
 def _own_types(obj: Any) -> list[str]:
-    """Our classes inside a scikit-learn object, which skops must be told to trust."""
+    """The scikit-learn and project classes inside an object, which skops must be told to trust."""
     import skops.io
 
     untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(obj))
-    return [name for name in untrusted if name.startswith("modules.")]
+    return [name for name in untrusted if name.startswith(_TRUSTED_PACKAGES)]
 
 
 def log_sklearn_model(pipeline: Any, input_example: pd.DataFrame, *, name: str = "model") -> str:

@@ -1,0 +1,128 @@
+"""TuningFlow and MLPipelineFlow end to end: real Metaflow runs, real training, real MLflow store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modules.data import load_dataset
+
+pytestmark = [pytest.mark.flows, pytest.mark.slow]
+
+
+def _runs_by_name(client: Any, experiment_name: str) -> dict[str, Any]:
+    experiment = client.get_experiment_by_name(experiment_name)
+    return {run.info.run_name: run for run in client.search_runs([experiment.experiment_id], max_results=500)}
+
+
+def _children(client: Any, experiment_id: str, parent_id: str) -> list[Any]:
+    return client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def test_tuning_flow_tracks_a_parent_run_with_nested_trials(tuning_run, mlflow_client):
+    data = tuning_run.data
+    best = data.best
+    assert {"C", "kernel"} <= set(best["svm"]["params"])
+    assert {"layers", "learning_rate", "batch_size"} <= set(best["dnn"]["params"])
+    assert best["dnn"]["epochs"] >= 1
+
+    parent = mlflow_client.get_run(data.mlflow_run_id)
+    assert parent.info.run_name == f"TuningFlow/{tuning_run.id}"
+    assert parent.info.status == "FINISHED"
+    for tag in ("metaflow.pathspec", "git.commit", "dataset.digest", "dataset.source", "split.protocol"):
+        assert parent.data.tags[tag], tag
+    assert parent.data.tags["dataset.source"] == "sample"
+    assert parent.data.tags["split.protocol"] == data.split["protocol"] == "random"
+    # The metrics in MLflow equal the flow's artifacts.
+    assert parent.data.metrics["svm_cv_accuracy"] == pytest.approx(best["svm"]["cv_accuracy"])
+    assert parent.data.metrics["dnn_val_accuracy"] == pytest.approx(best["dnn"]["val_accuracy"])
+
+    experiment_id = parent.info.experiment_id
+    steps = {run.info.run_name: run for run in _children(mlflow_client, experiment_id, parent.info.run_id)}
+    assert {"tune_svm", "tune_dnn"} <= set(steps)
+    assert steps["tune_svm"].data.metrics["cv_accuracy_mean"] == pytest.approx(data.svm_result["cv_mean"])
+    trials = _children(mlflow_client, experiment_id, steps["tune_dnn"].info.run_id)
+    assert len(trials) == len(data.dnn_result["trials"]) >= 1
+    history = mlflow_client.get_metric_history(trials[0].info.run_id, "val_accuracy")
+    assert len(history) >= 1
+    assert all(trial.data.params.get("learning_rate") for trial in trials)
+
+
+def card_content(task: Any, card_id: str) -> str:
+    """The components of a Metaflow card, decoded from the base64 JSON its HTML embeds."""
+    from metaflow.cards import get_cards
+
+    html = get_cards(task, id=card_id)[0].get()
+    payload = re.search(r'__MF_DATA__\[".*?"\] = "([^"]+)"', html).group(1)
+    return base64.b64decode(payload).decode()
+
+
+def test_tuning_flow_card_shows_the_search(tuning_run):
+    content = card_content(tuning_run["join"].task, "tuning")
+    assert "SVM candidates" in content
+    assert "DNN trials" in content
+    assert '"type": "image"' in content
+
+
+def _held_out(run: Any) -> tuple[Any, np.ndarray]:
+    data = run.data
+    dataset = load_dataset(data.data_path, data.label_column)
+    rows = np.asarray(data.split["test_index"])
+    return dataset.features.iloc[rows], dataset.labels.iloc[rows].to_numpy()
+
+
+def test_training_registers_champions_that_predict_raw_rows(training_run, mlflow_client):
+    import mlflow
+
+    X_test, y_test = _held_out(training_run)
+    for family in ("svm", "dnn"):
+        name = f"eeg-emotion-{family}"
+        champion = mlflow_client.get_model_version_by_alias(name, "champion")
+        assert str(champion.version) == getattr(training_run.data, family)["version"]
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        predictions = np.asarray(model.predict(X_test)).astype(str)
+        assert set(predictions) <= {"NEGATIVE", "NEUTRAL", "POSITIVE"}
+        logged = mlflow_client.get_run(champion.run_id).data.metrics["test_accuracy"]
+        assert float(np.mean(predictions == y_test)) == pytest.approx(logged, abs=1e-9)
+        # The signature names the raw CSV columns.
+        inputs = model.metadata.get_input_schema().input_names()
+        assert inputs == list(X_test.columns)
+
+
+def test_training_writes_reports_and_closes_its_parent_run(training_run, mlflow_client, flow_env):
+    parent = mlflow_client.get_run(training_run.data.mlflow_run_id)
+    assert parent.info.status == "FINISHED"
+    artifacts = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)}
+    assert {"training_report.html", "promotion.json"} <= artifacts
+    promotion = json.loads(Path(flow_env.root / "reports" / "promotion.json").read_text())
+    assert {row["family"] for row in promotion["families"]} == {"svm", "dnn"}
+    content = card_content(training_run["report"].task, "report")
+    assert "confusion_matrix_svm.png" in content and "confusion_matrix_dnn.png" in content
+
+
+def test_worse_run_becomes_challenger_but_not_champion(training_run, worse_training_run, mlflow_client):
+    for family in ("svm", "dnn"):
+        name = f"eeg-emotion-{family}"
+        first = getattr(training_run.data, family)
+        worse = getattr(worse_training_run.data, family)
+        assert worse["version"] != first["version"]
+        assert worse["evaluation"]["accuracy"] <= first["evaluation"]["accuracy"]
+        assert str(mlflow_client.get_model_version_by_alias(name, "challenger").version) == worse["version"]
+        assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == first["version"]
+    decisions = {p["family"]: p for p in worse_training_run.data.promotions}
+    assert not decisions["svm"]["promoted"] and not decisions["dnn"]["promoted"]
+    assert "champion kept" in decisions["svm"]["reason"]
+
+
+def test_unknown_tuning_run_id_fails_with_one_clear_line(flow_env, tuning_run):
+    with flow_env.runner("ml_pipeline_flow.py").run(tuning_flow_run_id="no-such-run") as running:
+        assert running.status == "failed"
+        output = running.stdout + running.stderr
+    assert "error: tuning-flow-run-id 'no-such-run': no TuningFlow run with that id" in output
+    assert "Traceback" not in output
