@@ -1,0 +1,858 @@
+"""The production MLflow tracking server: `make mlflow_server`, `make stop`, `make db_init`.
+
+The server keeps runs and the model registry in PostgreSQL when every POSTGRES_* connection
+value is set (SQLite under the project otherwise) and proxies artifacts to MLFLOW_ARTIFACT_ROOT
+(`gs://bucket/prefix` in production, a local folder otherwise), so clients need no cloud
+credentials. `MLFLOW_AUTH=basic` adds MLflow's basic-auth app with its user tables in the same
+database.
+
+Secrets never reach a command line, a log file or a printed line: the database password travels
+to `mlflow server` and `mlflow db upgrade` in the PGPASSWORD environment variable, which libpq
+reads, so every URI we build or print has no password in it; `psql` gets the admin's password as
+PGPASSWORD and the new user's on its standard input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from modules.errors import ConfigurationError, TrackingError, run_cli
+from modules.redaction import mask_password
+from modules.settings import PROJECT_ROOT, Settings, load_settings
+
+INIT_SQL = PROJECT_ROOT / "infra" / "postgres" / "init.sql"
+PID_FILE_NAME = "mlflow-server.pid"
+LOG_FILE_NAME = "mlflow-server.log"
+AUTH_CONFIG_NAME = "basic_auth.ini"
+AUTH_MODES = ("none", "basic")
+AUTH_PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+MIN_ADMIN_PASSWORD_LENGTH = 12  # MLflow's own minimum for the bootstrap admin password
+# Variables the server process must not inherit: it gets the database password as PGPASSWORD only.
+_NOT_FOR_SERVER = ("POSTGRES_PASSWORD", "POSTGRES_ADMIN_PASSWORD")
+_POSTGRES_KEYS = ("host", "port", "db", "user", "password")
+_LOG_TAIL_LINES = 25
+
+# Popen objects of the servers this process started, so that stop_server can reap them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class ServerAlreadyRunning(TrackingError):
+    """`start` found the server of this project already running (the CLI exits 0)."""
+
+    def __init__(self, pid: int, url: str) -> None:
+        super().__init__(f"MLflow tracking server already running at {url} (pid {pid})")
+        self.pid = pid
+        self.url = url
+
+
+class ServerStartError(TrackingError):
+    """The server process exited or did not answer GET /health in time."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Server settings that are not part of `Settings` (workers, timeouts, authentication, admin)."""
+
+    workers: int = 1
+    start_timeout: float = 90.0
+    stop_timeout: float = 15.0
+    auth: str = "none"
+    auth_default_permission: str = "READ"
+    admin_user: str = "postgres"
+    admin_password: str = field(default="", repr=False)
+    admin_db: str = "postgres"
+
+
+@dataclass(frozen=True)
+class ServerHandle:
+    """A server started by `start_server`."""
+
+    pid: int
+    url: str
+    log_path: Path
+    pid_file: Path
+    backend_store_uri: str  # never holds a password
+    artifacts_destination: str
+    auth: str
+    startup_seconds: float
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What `status` reports: is the server of the PID file running, and does it answer?"""
+
+    running: bool
+    pid: int | None
+    url: str
+    healthy: bool
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def config_environment(settings: Settings, env_overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables the server runs with: `.env`, then the process environment, then overrides."""
+    values = {k: v for k, v in dotenv_values(settings.project_root / ".env").items() if v is not None}
+    values.update(os.environ)
+    values.update(env_overrides or {})
+    return values
+
+
+def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number of seconds") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name}={raw} must be greater than 0")
+    return value
+
+
+def load_server_options(env: Mapping[str, str]) -> ServerOptions:
+    """Read the server options from `env` (see `.env.example`) and check the basic-auth secrets."""
+    raw_workers = env.get("MLFLOW_WORKERS") or "1"
+    if not raw_workers.isdigit() or int(raw_workers) < 1:
+        raise ConfigurationError(f"MLFLOW_WORKERS={raw_workers!r} must be a whole number of at least 1")
+    auth = (env.get("MLFLOW_AUTH") or "none").lower()
+    if auth not in AUTH_MODES:
+        raise ConfigurationError(f"MLFLOW_AUTH={auth!r} must be one of {', '.join(AUTH_MODES)}")
+    permission = (env.get("MLFLOW_AUTH_DEFAULT_PERMISSION") or "READ").upper()
+    if permission not in AUTH_PERMISSIONS:
+        raise ConfigurationError(
+            f"MLFLOW_AUTH_DEFAULT_PERMISSION={permission!r} must be one of {', '.join(AUTH_PERMISSIONS)}"
+        )
+    if auth == "basic":
+        if not env.get("MLFLOW_FLASK_SERVER_SECRET_KEY"):
+            raise ConfigurationError(
+                "MLFLOW_AUTH=basic needs MLFLOW_FLASK_SERVER_SECRET_KEY (a long random string, "
+                "e.g. from `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+            )
+        admin_password = env.get("MLFLOW_AUTH_ADMIN_PASSWORD")
+        # Unset is fine once the admin exists; MLflow itself refuses to create it without one.
+        if admin_password is not None and len(admin_password) < MIN_ADMIN_PASSWORD_LENGTH:
+            raise ConfigurationError(
+                f"MLFLOW_AUTH_ADMIN_PASSWORD has {len(admin_password)} characters; "
+                f"MLflow needs at least {MIN_ADMIN_PASSWORD_LENGTH}"
+            )
+    return ServerOptions(
+        workers=int(raw_workers),
+        start_timeout=_positive_number(env, "MLFLOW_SERVER_START_TIMEOUT", ServerOptions.start_timeout),
+        stop_timeout=_positive_number(env, "MLFLOW_SERVER_STOP_TIMEOUT", ServerOptions.stop_timeout),
+        auth=auth,
+        auth_default_permission=permission,
+        admin_user=env.get("POSTGRES_ADMIN_USER") or "postgres",
+        admin_password=env.get("POSTGRES_ADMIN_PASSWORD") or "",
+        admin_db=env.get("POSTGRES_ADMIN_DB") or "postgres",
+    )
+
+
+def _check_postgres_settings(settings: Settings) -> None:
+    """Half a PostgreSQL configuration is a mistake, not a reason to fall back to SQLite silently."""
+    given = [k for k in ("host", "db", "user", "password") if settings.postgres.get(k)]
+    if given and not settings.uses_postgres:
+        missing = [f"POSTGRES_{k.upper()}" for k in _POSTGRES_KEYS if not settings.postgres.get(k)]
+        raise ConfigurationError(
+            f"{', '.join(missing)} not set: set every POSTGRES_* connection value for the "
+            "PostgreSQL backend, or none of them for the local SQLite store"
+        )
+    port = settings.postgres.get("port", "")
+    if settings.uses_postgres and not port.isdigit():
+        raise ConfigurationError(f"POSTGRES_PORT={port!r} is not a port number")
+
+
+def backend_store_uri(settings: Settings) -> str:
+    """The store URI of the server, without the password (libpq reads PGPASSWORD)."""
+    _check_postgres_settings(settings)
+    if settings.uses_postgres:
+        pg = settings.postgres
+        user = urllib.parse.quote(pg["user"], safe="")
+        database = urllib.parse.quote(pg["db"], safe="")
+        host = f"[{pg['host']}]" if ":" in pg["host"] else pg["host"]
+        return f"postgresql+psycopg2://{user}@{host}:{pg['port']}/{database}"
+    # With a server URI in MLFLOW_TRACKING_URI the server itself still needs a store under the project.
+    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
+        return settings.mlflow_tracking_uri
+    return f"sqlite:///{settings.project_root / 'mlruns' / 'mlflow.db'}"
+
+
+def artifacts_destination(settings: Settings) -> str:
+    """Where the server stores artifacts: a cloud URI as given, a local folder as an absolute path."""
+    root = settings.mlflow_artifact_root
+    if "://" in root:
+        return root
+    path = Path(root).expanduser()
+    return str(path if path.is_absolute() else settings.project_root / path)
+
+
+def pid_file_path(settings: Settings) -> Path:
+    """The PID file of the server of this project (`.run/mlflow-server.pid`)."""
+    return settings.run_dir / PID_FILE_NAME
+
+
+def log_file_path(settings: Settings) -> Path:
+    """The log file of the server (`.run/mlflow-server.log`)."""
+    return settings.run_dir / LOG_FILE_NAME
+
+
+def auth_config_path(settings: Settings) -> Path:
+    """The basic-auth configuration written for the server while it runs."""
+    return settings.run_dir / AUTH_CONFIG_NAME
+
+
+def _url_host(host: str) -> str:
+    """The address clients use: a wildcard bind is reached through loopback on this machine."""
+    try:
+        address = ipaddress.ip_address(host or "127.0.0.1")
+    except ValueError:  # a host name
+        return host
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"[{address}]" if address.version == 6 else str(address)
+
+
+def server_url(settings: Settings) -> str:
+    """The tracking URI and UI address of the server, e.g. `http://127.0.0.1:5000`."""
+    return f"http://{_url_host(settings.mlflow_host)}:{settings.mlflow_port}"
+
+
+def build_server_command(
+    settings: Settings, options: ServerOptions | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow server` argv and the variables it needs on top of the caller's environment.
+
+    The backend store URI goes through MLFLOW_BACKEND_STORE_URI (the server's `--backend-store-uri`
+    reads it) and the password through PGPASSWORD, so neither shows up in `ps`.
+    """
+    options = options or ServerOptions()
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        settings.mlflow_host,
+        "--port",
+        str(settings.mlflow_port),
+        "--workers",
+        str(options.workers),
+        "--serve-artifacts",
+        "--artifacts-destination",
+        artifacts_destination(settings),
+    ]
+    env = {"MLFLOW_BACKEND_STORE_URI": backend_store_uri(settings)}
+    if settings.uses_postgres:
+        env["PGPASSWORD"] = settings.postgres["password"]
+    if options.auth == "basic":
+        argv += ["--app-name", "basic-auth"]
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config_path(settings))
+    return argv, env
+
+
+def auth_database_uri(settings: Settings) -> str:
+    """Where basic auth keeps users and permissions: the same PostgreSQL database, or SQLite."""
+    if settings.uses_postgres:
+        return backend_store_uri(settings)
+    return f"sqlite:///{settings.project_root / 'mlruns' / 'basic_auth.db'}"
+
+
+def write_auth_config(settings: Settings, options: ServerOptions) -> Path:
+    """Write the basic-auth ini file (no secret in it: PGPASSWORD and MLFLOW_AUTH_ADMIN_PASSWORD are env)."""
+    path = auth_config_path(settings)
+    # configparser interpolates `%`: a percent-encoded user name must be doubled.
+    database_uri = auth_database_uri(settings).replace("%", "%%")
+    text = (
+        "# Written by `make mlflow_server`; removed by `make stop`.\n"
+        "[mlflow]\n"
+        f"default_permission = {options.auth_default_permission}\n"
+        f"database_uri = {database_uri}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    _write_private(path, text)
+    return path
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _hide(text: str, secrets: Sequence[str]) -> str:
+    """`text` with every secret and every URI password replaced by ***."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return mask_password(text)
+
+
+def read_pid_file(path: Path) -> int | None:
+    """The PID in `path`, or None when the file is missing or holds no positive number."""
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def _process_state(pid: int) -> str | None:
+    """The one-letter state of a process (R, S, Z, ...), or None when there is no such process."""
+    if Path("/proc").is_dir():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return None
+    # macOS and other systems without /proc.
+    result = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return result.stdout.strip()[:1] or None
+
+
+def is_process_alive(pid: int) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped) counts as gone."""
+    if pid in _CHILDREN:
+        _CHILDREN[pid].poll()  # reap our own child as soon as it exits
+    return _process_state(pid) not in (None, "Z", "X")
+
+
+def process_command(pid: int) -> list[str]:
+    """The argv of a process (empty when it is gone)."""
+    if Path("/proc").is_dir():
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return []
+        return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+    result = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
+    return result.stdout.split()
+
+
+def is_mlflow_server(pid: int) -> bool:
+    """True when `pid` is alive and runs `mlflow server`: a recycled PID is never ours."""
+    if not is_process_alive(pid):
+        return False
+    args = process_command(pid)
+    runs_mlflow = "mlflow" in args or any(Path(arg).name == "mlflow" for arg in args[:2])
+    return runs_mlflow and "server" in args
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """PIDs of the live processes in process group `pgid` (the server and its workers)."""
+    members: list[int] = []
+    if Path("/proc").is_dir():
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+        return members
+    result = subprocess.run(["ps", "-A", "-o", "pid=,pgid=,stat="], capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        pid, group, state = line.split()[:3]
+        if int(group) == pgid and not state.startswith("Z"):
+            members.append(int(pid))
+    return members
+
+
+def _send(pid: int, signum: int, *, group: bool) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        if group:  # killpg reaches the workers even after the group leader itself has exited
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+
+
+def _wait_for_group_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        is_process_alive(pid)  # reaps our own child
+        if not process_group_members(pid) and not is_process_alive(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def terminate_process_group(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM the process group led by `pid`; SIGKILL what is left after `timeout` seconds."""
+    try:
+        group = os.getpgid(pid) == pid
+    except ProcessLookupError:
+        group = bool(process_group_members(pid))  # the leader is gone, its workers may not be
+    _send(pid, signal.SIGTERM, group=group)
+    if not _wait_for_group_exit(pid, timeout):
+        # A request stuck on an unreachable artifact store blocks the graceful shutdown.
+        _send(pid, signal.SIGKILL, group=group)
+        _wait_for_group_exit(pid, 5.0)
+    _CHILDREN.pop(pid, None)
+
+
+def running_server_pid(settings: Settings) -> int | None:
+    """The PID of this project's server when its PID file points at a live `mlflow server`."""
+    pid = read_pid_file(pid_file_path(settings))
+    return pid if pid is not None and is_mlflow_server(pid) else None
+
+
+def _remove_run_files(settings: Settings) -> None:
+    for path in (pid_file_path(settings), auth_config_path(settings)):
+        path.unlink(missing_ok=True)
+
+
+def _log_tail(path: Path, secrets: Sequence[str] = (), lines: int = _LOG_TAIL_LINES) -> str:
+    """The last lines of a log, indented, with secrets masked."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "    (no log written)"
+    tail = text.splitlines()[-lines:] or ["(log is empty)"]
+    return "\n".join(f"    {_hide(line, secrets)}" for line in tail)
+
+
+def _local_opener() -> urllib.request.OpenerDirector:
+    # Our own server is on this machine: never send the health check through an HTTP proxy.
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _answers_health(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with _local_opener().open(f"{url}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def _ensure_port_free(host: str, port: int) -> None:
+    """Refuse to start when something else listens there: its /health would fool our wait."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.settimeout(1.0)
+        if sock.connect_ex((_url_host(host).strip("[]"), port)) == 0:
+            raise TrackingError(
+                f"port {port} on {host} is already in use by another process; "
+                "stop it or set MLFLOW_PORT to a free port"
+            )
+
+
+def _prepare_local_stores(settings: Settings, backend_uri: str, destination: str) -> None:
+    if backend_uri.startswith("sqlite:///"):
+        Path(backend_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in destination:
+        Path(destination).mkdir(parents=True, exist_ok=True)
+
+
+def _wait_until_healthy(
+    url: str, process: subprocess.Popen[bytes], timeout: float, log_path: Path, secrets: Sequence[str]
+) -> float:
+    started = time.monotonic()
+    while True:
+        if process.poll() is not None:
+            raise ServerStartError(
+                f"MLflow server exited with code {process.returncode} before answering {url}/health. "
+                f"Last lines of {log_path}:\n{_log_tail(log_path, secrets)}"
+            )
+        if _answers_health(url):
+            return time.monotonic() - started
+        if time.monotonic() - started >= timeout:
+            raise ServerStartError(
+                f"MLflow server did not answer {url}/health within {timeout:g} s "
+                f"(raise MLFLOW_SERVER_START_TIMEOUT or --timeout if the machine is slow). "
+                f"Last lines of {log_path}:\n{_log_tail(log_path, secrets)}"
+            )
+        time.sleep(0.25)
+
+
+def check_database(settings: Settings, timeout: float = 10.0) -> None:
+    """Fail in seconds when the PostgreSQL backend is unreachable or refuses the credentials.
+
+    `mlflow server` itself retries a failing database for about 100 s before it gives up.
+    """
+    if not settings.uses_postgres:
+        return
+    import psycopg2  # only the PostgreSQL backend needs it
+
+    pg = settings.postgres
+    try:
+        psycopg2.connect(
+            host=pg["host"],
+            port=int(pg["port"]),
+            dbname=pg["db"],
+            user=pg["user"],
+            password=pg["password"],
+            connect_timeout=max(1, round(timeout)),
+        ).close()
+    except psycopg2.Error as exc:
+        reason = _hide(" ".join(str(exc).split()), [pg["password"]])
+        raise TrackingError(
+            f"PostgreSQL at {pg['host']}:{pg['port']} (database {pg['db']}, user {pg['user']}) "
+            f"is not usable: {reason}"
+        ) from None
+
+
+def start_server(
+    settings: Settings,
+    *,
+    env_overrides: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    options: ServerOptions | None = None,
+) -> ServerHandle:
+    """Start `mlflow server` in its own session, write the PID file and wait for GET /health.
+
+    `env_overrides` is added to `.env` and the process environment for the server and for the
+    options (MLFLOW_AUTH, MLFLOW_WORKERS, ...). Raises ServerAlreadyRunning when the PID file
+    points at a live server, ServerStartError (with the log's last lines) when it does not come up.
+    """
+    env = config_environment(settings, env_overrides)
+    options = options or load_server_options(env)
+    timeout = options.start_timeout if timeout is None else timeout
+    argv, server_env = build_server_command(settings, options)
+    url = server_url(settings)
+    existing = running_server_pid(settings)
+    if existing is not None:
+        raise ServerAlreadyRunning(existing, url)
+    _remove_run_files(settings)  # stale files of a server that is gone
+    _ensure_port_free(settings.mlflow_host, settings.mlflow_port)
+    check_database(settings)
+    destination = artifacts_destination(settings)
+    _prepare_local_stores(settings, server_env["MLFLOW_BACKEND_STORE_URI"], destination)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    if options.auth == "basic":
+        write_auth_config(settings, options)
+
+    process_env = {k: v for k, v in env.items() if k not in _NOT_FOR_SERVER}
+    process_env.update(server_env)
+    # The job runner serves GenAI evaluation jobs this project does not use: one process less.
+    process_env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
+    log_path = log_file_path(settings)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=subprocess.STDOUT,
+            env=process_env,
+            cwd=settings.project_root,
+            start_new_session=True,  # its own process group: stop signals server and workers together
+        )
+    finally:
+        os.close(log_fd)
+    _CHILDREN[process.pid] = process
+    _write_private(pid_file_path(settings), f"{process.pid}\n")
+    try:
+        startup = _wait_until_healthy(
+            url, process, timeout, log_path, [settings.postgres.get("password", "")]
+        )
+    except BaseException:  # also Ctrl-C while waiting: leave no half-started server behind
+        terminate_process_group(process.pid, timeout=5.0)
+        _remove_run_files(settings)
+        raise
+    return ServerHandle(
+        pid=process.pid,
+        url=url,
+        log_path=log_path,
+        pid_file=pid_file_path(settings),
+        backend_store_uri=server_env["MLFLOW_BACKEND_STORE_URI"],
+        artifacts_destination=destination,
+        auth=options.auth,
+        startup_seconds=startup,
+    )
+
+
+def stop_server(settings: Settings, *, timeout: float = 15.0) -> bool:
+    """Stop the server of the PID file and all its workers; False when none was running.
+
+    A PID file whose process is gone or is no `mlflow server` (a recycled PID) is stale: it is
+    removed and nothing is signalled.
+    """
+    pid = running_server_pid(settings)
+    if pid is not None:
+        terminate_process_group(pid, timeout=timeout)
+    _remove_run_files(settings)
+    return pid is not None
+
+
+def server_status(settings: Settings) -> ServerStatus:
+    """Whether the server of the PID file runs and answers GET /health."""
+    pid = running_server_pid(settings)
+    url = server_url(settings)
+    return ServerStatus(
+        running=pid is not None, pid=pid, url=url, healthy=pid is not None and _answers_health(url)
+    )
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail within `timeout` seconds when the MLflow server at `uri` does not answer GET /health.
+
+    Non-HTTP URIs (a local SQLite or file store) need no server and pass.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    masked = mask_password(uri)
+    parts = urllib.parse.urlsplit(uri)
+    # Credentials in the URI are for the API, not for urllib's host parsing.
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(health, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"MLflow tracking server at {masked} is not reachable: {reason}") from None
+    if status != 200:
+        raise TrackingError(
+            f"MLflow tracking server at {masked} is not reachable: GET /health answered HTTP {status}"
+        )
+
+
+# --------------------------------------------------------------------------- database
+
+
+def find_postgres_binary(name: str) -> Path:
+    """A PostgreSQL program (psql, initdb, pg_ctl): PATH first, then Debian's versioned folders."""
+    found = shutil.which(name)
+    if found:
+        return Path(found)
+
+    def version(path: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", path.parent.parent.name))
+
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=version, reverse=True)
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise ConfigurationError(
+        f"{name} not found on PATH or in /usr/lib/postgresql/*/bin: install PostgreSQL "
+        "(`apt-get install postgresql-client` for psql, infra/postgres/install_server.sh for the server)"
+    )
+
+
+def _psql_quote(value: str) -> str:
+    """Quote a value for a psql meta-command (`\\set`): doubled quotes, escaped backslashes."""
+    if "\n" in value or "\r" in value:
+        raise ConfigurationError("POSTGRES_PASSWORD must be a single line")
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def db_init(
+    settings: Settings,
+    *,
+    admin_user: str = "postgres",
+    admin_password: str = "",
+    admin_db: str = "postgres",
+    init_sql: Path = INIT_SQL,
+) -> str:
+    """Apply `infra/postgres/init.sql` as the admin user: database, user, grants. Returns psql's output.
+
+    The names go to psql as `-v` variables; the user's password goes through psql's standard
+    input (`\\set dbpassword`) and the admin's through PGPASSWORD, so neither is in `ps`.
+    """
+    _check_postgres_settings(settings)
+    if not settings.uses_postgres:
+        raise ConfigurationError(
+            "db-init needs POSTGRES_HOST, POSTGRES_DB, POSTGRES_USER and POSTGRES_PASSWORD "
+            "(and POSTGRES_ADMIN_PASSWORD for the admin user)"
+        )
+    pg = settings.postgres
+    argv = [
+        str(find_postgres_binary("psql")),
+        "--no-psqlrc",
+        "--quiet",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        pg["host"],
+        "-p",
+        pg["port"],
+        "-U",
+        admin_user,
+        "-d",
+        admin_db,
+        "-v",
+        f"dbname={pg['db']}",
+        "-v",
+        f"dbuser={pg['user']}",
+        "-f",
+        "-",
+    ]
+    script = f"\\set dbpassword {_psql_quote(pg['password'])}\n\\i {_psql_quote(str(init_sql))}\n"
+    env = {k: v for k, v in config_environment(settings).items() if k not in _NOT_FOR_SERVER}
+    env.setdefault("PGCONNECT_TIMEOUT", "10")  # an unreachable host fails in seconds
+    if admin_password:
+        env["PGPASSWORD"] = admin_password
+    else:
+        env.pop("PGPASSWORD", None)
+    result = subprocess.run(argv, input=script, capture_output=True, text=True, env=env)
+    output = _hide(result.stdout + result.stderr, [pg["password"], admin_password])
+    if result.returncode != 0:
+        last = output.strip().splitlines()[-1] if output.strip() else f"exit code {result.returncode}"
+        raise TrackingError(
+            f"psql could not apply {init_sql} to {pg['host']}:{pg['port']} as {admin_user}: {last}"
+        )
+    return output
+
+
+def db_upgrade(settings: Settings) -> str:
+    """Run `mlflow db upgrade` on the backend store (the password only in PGPASSWORD). Returns its output."""
+    uri = backend_store_uri(settings)
+    env = {k: v for k, v in config_environment(settings).items() if k not in _NOT_FOR_SERVER}
+    if settings.uses_postgres:
+        env["PGPASSWORD"] = settings.postgres["password"]
+    else:
+        _prepare_local_stores(settings, uri, artifacts_destination(settings))
+    result = subprocess.run(
+        [sys.executable, "-m", "mlflow", "db", "upgrade", uri], capture_output=True, text=True, env=env
+    )
+    output = _hide(result.stdout + result.stderr, [settings.postgres.get("password", "")])
+    if result.returncode != 0:
+        lines = [line for line in output.strip().splitlines() if line.strip()]
+        raise TrackingError(f"mlflow db upgrade {uri} failed: {lines[-1] if lines else result.returncode}")
+    return output
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _say(text: str) -> None:
+    print(mask_password(text), flush=True)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _start(settings: Settings, timeout: float | None) -> int:
+    try:
+        handle = start_server(settings, timeout=timeout)
+    except ServerAlreadyRunning as exc:
+        # Idempotent on purpose: `make mlflow_server` twice leaves one server and succeeds.
+        _say(f"{exc}; `make stop` first to restart it with new settings")
+        return 0
+    root = settings.project_root
+    _say(
+        f"MLflow tracking server running at {handle.url} (pid {handle.pid}, healthy after {handle.startup_seconds:.1f} s)"
+    )
+    _say(f"  backend store: {handle.backend_store_uri}")
+    _say(f"  artifacts:     {handle.artifacts_destination} (proxied by the server)")
+    _say(
+        f"  auth:          {'basic (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD)' if handle.auth == 'basic' else 'none'}"
+    )
+    _say(f"  log:           {_relative(handle.log_path, root)}")
+    _say(f"Open the UI at {handle.url}; clients use MLFLOW_TRACKING_URI={handle.url}; stop with `make stop`.")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line of `make mlflow_server`, `make stop`, `make db_init`, `make db_upgrade`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.tracking_server",
+        description=(
+            "Run the MLflow tracking server of this project: PostgreSQL backend when POSTGRES_* are "
+            "set (SQLite under mlruns/ otherwise), artifacts proxied to MLFLOW_ARTIFACT_ROOT, "
+            "bound to MLFLOW_HOST:MLFLOW_PORT (127.0.0.1:5000). Settings come from the environment "
+            "and .env; see .env.example."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    start = commands.add_parser(
+        "start", help="start the server in the background and wait until GET /health answers"
+    )
+    start.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for GET /health (default: MLFLOW_SERVER_START_TIMEOUT or 90)",
+    )
+    stop = commands.add_parser("stop", help="stop the server of the PID file and its workers")
+    stop.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait after SIGTERM before SIGKILL (default: MLFLOW_SERVER_STOP_TIMEOUT or 15)",
+    )
+    commands.add_parser("status", help="say whether the server runs and answers (exit 1 when not running)")
+    commands.add_parser(
+        "db-init",
+        help="create the database, user and grants (infra/postgres/init.sql) as POSTGRES_ADMIN_USER",
+    )
+    commands.add_parser("db-upgrade", help="apply MLflow's schema migrations to the backend store")
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    options = load_server_options(config_environment(settings))
+    if args.command == "start":
+        return _start(settings, args.timeout)
+    if args.command == "stop":
+        pid = running_server_pid(settings)
+        timeout = options.stop_timeout if args.timeout is None else args.timeout
+        if stop_server(settings, timeout=timeout):
+            _say(f"Stopped the MLflow tracking server (pid {pid}) and its workers.")
+        else:
+            _say("MLflow tracking server not running (no live server in the PID file).")
+        return 0
+    if args.command == "status":
+        status = server_status(settings)
+        if not status.running:
+            _say("MLflow tracking server not running.")
+            return 1
+        health = "healthy" if status.healthy else "not answering GET /health"
+        _say(f"MLflow tracking server running at {status.url} (pid {status.pid}, {health}).")
+        return 0
+    if args.command == "db-init":
+        pg = settings.postgres
+        _say(
+            f"Applying {_relative(INIT_SQL, PROJECT_ROOT)} to {pg['host']}:{pg['port']} as {options.admin_user}..."
+        )
+        db_init(
+            settings,
+            admin_user=options.admin_user,
+            admin_password=options.admin_password,
+            admin_db=options.admin_db,
+        )
+        _say(f"Database {pg['db']} and user {pg['user']} are ready. Next: make mlflow_server")
+        return 0
+    _say(f"Upgrading the MLflow schema of {backend_store_uri(settings)}...")
+    output = db_upgrade(settings)
+    for line in output.strip().splitlines()[-3:]:
+        _say(f"  {line}")
+    _say("Schema is up to date.")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
