@@ -17,8 +17,6 @@ import json
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -30,9 +28,9 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from modules.errors import TrackingError
 from modules.redaction import mask_password
 from modules.settings import PROJECT_ROOT, Settings
+from modules.tracking_server import check_tracking_server
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -51,28 +49,12 @@ def connect(settings: Settings, *, timeout_s: float = 5.0) -> str:
     uri = settings.mlflow_tracking_uri
     masked = mask_password(uri)
     if uri.startswith(("http://", "https://")):
-        _check_server(uri, masked, timeout_s)
+        check_tracking_server(uri, timeout=timeout_s)
     elif uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return masked
-
-
-def _check_server(uri: str, masked: str, timeout_s: float) -> None:
-    """One quick request to /health, so a dead server fails in seconds, not after retries."""
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
-            if response.status != 200:
-                raise TrackingError(f"MLflow tracking server at {masked} answered HTTP {response.status}")
-    except urllib.error.HTTPError as exc:
-        raise TrackingError(f"MLflow tracking server at {masked} answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingError(
-            f"MLflow tracking server at {masked} is not reachable ({reason}); "
-            "start it with `make mlflow_server` or fix MLFLOW_TRACKING_URI"
-        ) from None
 
 
 def ensure_experiment(settings: Settings) -> str:
