@@ -105,13 +105,11 @@ class MLPipelineFlow(FlowSpec):
 
         tracking.connect(SETTINGS)
         data = self._reload()
-        trained = train_svm(
-            data, self.best["svm"]["params"], pca_variance=SETTINGS.pca_variance, seed=self.seed
-        )
-        with (
-            tracking.reopen_run(self.mlflow_run_id),
-            tracking.child_run("train_svm", self._step_tags()) as run,
-        ):
+        # Inside the runs, so a failed fit marks them FAILED instead of leaving them open.
+        with tracking.step_run(self.mlflow_run_id, "train_svm", self._step_tags()) as run:
+            trained = train_svm(
+                data, self.best["svm"]["params"], pca_variance=SETTINGS.pca_variance, seed=self.seed
+            )
             model_uri = tracking.log_sklearn_model(trained.model, data.X_test.head(5))
             self.svm = self._record(
                 "svm", run.info.run_id, model_uri, trained.evaluation, trained.preprocessing
@@ -126,17 +124,14 @@ class MLPipelineFlow(FlowSpec):
 
         tracking.connect(SETTINGS)
         data = self._reload()
-        trained = train_dnn(
-            data,
-            self.best["dnn"]["params"],
-            epochs=int(self.best["dnn"].get("epochs") or SETTINGS.dnn_max_epochs),
-            pca_variance=SETTINGS.pca_variance,
-            seed=self.seed,
-        )
-        with (
-            tracking.reopen_run(self.mlflow_run_id),
-            tracking.child_run("train_dnn", self._step_tags()) as run,
-        ):
+        with tracking.step_run(self.mlflow_run_id, "train_dnn", self._step_tags()) as run:
+            trained = train_dnn(
+                data,
+                self.best["dnn"]["params"],
+                epochs=int(self.best["dnn"].get("epochs") or SETTINGS.dnn_max_epochs),
+                pca_variance=SETTINGS.pca_variance,
+                seed=self.seed,
+            )
             tracking.log_history(trained.history)
             model_uri = tracking.log_dnn_model(
                 trained.preprocessor, trained.model, data.classes, data.X_test.head(5)
@@ -265,7 +260,8 @@ class MLPipelineFlow(FlowSpec):
         version = tracking.register_model(
             model_uri,
             name,
-            idempotency_key=f"{current.flow_name}/{current.run_id}/{family}",
+            # A resumed run keeps its origin's key: re-running a step never registers twice.
+            idempotency_key=f"{current.flow_name}/{current.origin_run_id or current.run_id}/{family}",
             tags={**self.run_tags, "test_accuracy": f"{evaluation.accuracy:.6f}"},
         )
         print(f"{family}: held-out accuracy {evaluation.accuracy:.4f}, registered {name} v{version}")

@@ -109,7 +109,7 @@ class TuningFlow(FlowSpec):
         with fail_cleanly():
             tracking.connect(SETTINGS)
             data = self._reload()
-        with tracking.reopen_run(self.mlflow_run_id), tracking.child_run("tune_svm", self._step_tags()):
+        with tracking.step_run(self.mlflow_run_id, "tune_svm", self._step_tags()):
             result = run_svm_tuning(
                 data,
                 cv_folds_count=SETTINGS.cv_folds,
@@ -139,7 +139,7 @@ class TuningFlow(FlowSpec):
         with fail_cleanly():
             tracking.connect(SETTINGS)
             data = self._reload()
-        with tracking.reopen_run(self.mlflow_run_id), tracking.child_run("tune_dnn", self._step_tags()):
+        with tracking.step_run(self.mlflow_run_id, "tune_dnn", self._step_tags()):
             result = run_dnn_tuning(
                 data,
                 cv_folds_count=SETTINGS.cv_folds,

@@ -126,6 +126,23 @@ def reopen_run(run_id: str) -> Iterator[mlflow.ActiveRun]:
 
 
 @contextlib.contextmanager
+def step_run(parent_run_id: str, name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+    """The run of one parallel step, nested under the parent without reopening it.
+
+    Parallel branches never touch the parent's status (a sibling killed by Metaflow after a
+    failure could otherwise leave it RUNNING); a failing step marks the parent FAILED itself.
+    """
+    experiment_id = MlflowClient().get_run(parent_run_id).info.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    try:
+        with mlflow.start_run(run_name=name, parent_run_id=parent_run_id, tags=tags or {}) as run:
+            yield run
+    except BaseException:
+        MlflowClient().set_terminated(parent_run_id, status="FAILED")
+        raise
+
+
+@contextlib.contextmanager
 def child_run(name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
     """A run nested under the active run (one per step, trial or model)."""
     with mlflow.start_run(run_name=name, nested=True, tags=tags or {}) as run:

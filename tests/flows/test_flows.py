@@ -81,6 +81,8 @@ def test_training_registers_champions_that_predict_raw_rows(training_run, mlflow
     import mlflow
 
     X_test, y_test = _held_out(training_run)
+    mlflow.set_tracking_uri(mlflow_client.tracking_uri)
+    mlflow.set_registry_uri(mlflow_client.tracking_uri)
     for family in ("svm", "dnn"):
         name = f"eeg-emotion-{family}"
         champion = mlflow_client.get_model_version_by_alias(name, "champion")
@@ -126,3 +128,32 @@ def test_unknown_tuning_run_id_fails_with_one_clear_line(flow_env, tuning_run):
         output = running.stdout + running.stderr
     assert "error: tuning-flow-run-id 'no-such-run': no TuningFlow run with that id" in output
     assert "Traceback" not in output
+
+
+def test_a_failing_training_step_marks_the_parent_run_failed(flow_env, tuning_run, mlflow_client):
+    bad = '{"svm": {"kernel": "no-such-kernel"}}'
+    with flow_env.runner("ml_pipeline_flow.py").run(
+        tuning_flow_run_id=tuning_run.id, params_override=bad
+    ) as running:
+        assert running.status == "failed"
+        parent_id = running.run["start"].task.data.mlflow_run_id
+    parent = mlflow_client.get_run(parent_id)
+    assert parent.info.status == "FAILED"
+    steps = _children(mlflow_client, parent.info.experiment_id, parent_id)
+    assert {run.info.status for run in steps if run.info.run_name == "train_svm"} == {"FAILED"}
+
+
+def test_resuming_a_training_run_does_not_register_twice(
+    flow_env, training_run, worse_training_run, mlflow_client
+):
+    name = "eeg-emotion-svm"
+    versions_before = {v.version for v in mlflow_client.search_model_versions(f"name='{name}'")}
+    with flow_env.runner("ml_pipeline_flow.py").resume(
+        step_to_rerun="train_svm", origin_run_id=training_run.id
+    ) as running:
+        assert running.status == "successful", running.stdout + running.stderr
+        resumed = running.run
+    versions_after = {v.version for v in mlflow_client.search_model_versions(f"name='{name}'")}
+    assert versions_after == versions_before
+    assert resumed.data.svm["version"] == training_run.data.svm["version"]
+    assert mlflow_client.get_run(resumed.data.mlflow_run_id).info.status == "FINISHED"
