@@ -269,7 +269,9 @@ def test_resampling_keeps_a_constant_and_gives_150_rows() -> None:
     signals = np.tile([1.0, -2.0, 3.0, 0.5, 0.0], (3 * 256, 1))
     windows = ef.resample_windows(muse_timestamps(3.0), signals)
     assert windows.shape == (5, 150, 5)
-    np.testing.assert_allclose(windows, np.broadcast_to([1.0, -2.0, 3.0, 0.5, 0.0], windows.shape), atol=1e-12)
+    np.testing.assert_allclose(
+        windows, np.broadcast_to([1.0, -2.0, 3.0, 0.5, 0.0], windows.shape), atol=1e-12
+    )
 
 
 def test_recording_to_rows_chains_previous_and_current_windows() -> None:
@@ -373,9 +375,9 @@ def test_cli_bad_inputs_give_one_line_errors(
 @pytest.mark.slow
 def test_cli_runs_as_a_module(tmp_path: Path) -> None:
     recording = write_muse_csv(tmp_path / "four.csv", 3.0, ef.SIGNALS[:4])
+    command = [sys.executable, "-m", "modules.eeg_features", str(recording), "--label", "POSITIVE"]
     result = subprocess.run(
-        [sys.executable, "-m", "modules.eeg_features", str(recording), "--label", "POSITIVE"]
-        + ["--out", str(tmp_path / "rows.csv")],
+        [*command, "--out", str(tmp_path / "rows.csv")],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

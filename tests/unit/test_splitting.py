@@ -310,8 +310,8 @@ def test_cli_prints_chains_and_split(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 @pytest.mark.skipif(not HAS_SAMPLE_BUILDER, reason="modules.sample_data is not there yet")
 def test_chains_of_the_simulated_sample_are_its_recordings(tmp_path: Path) -> None:
-    from modules.data import load_dataset
-    from modules.sample_data import build_sample, metadata_path
+    from modules.data import load_dataset, metadata_path
+    from modules.sample_data import build_sample
 
     out = tmp_path / "emotions.csv"
     build_sample(out, seed=3, subjects=2, repeats=1, duration_s=12.0)
