@@ -112,7 +112,7 @@ def test_same_seed_repeats_the_search(two_searches) -> None:
 
 @pytest.mark.slow
 def test_best_architecture_is_rebuilt_and_trained(two_searches) -> None:
-    from modules.tune_dnn import build_dnn, train_dnn
+    from modules.tune_dnn import best_epoch, build_dnn, train_dnn
 
     hp = two_searches["first"].best_hyperparameters
     model = build_dnn(hp, n_features=6, n_classes=3)
@@ -129,6 +129,12 @@ def test_best_architecture_is_rebuilt_and_trained(two_searches) -> None:
     assert proba.shape == (15, 3)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
     assert len(lines) == 1  # one summary line, not one per epoch
+
+    # All rows for the tuned epoch count, no early stopping.
+    epochs = best_epoch(two_searches["first"])
+    assert 1 <= epochs <= 2
+    _, history = train_dnn(hp, X, y, max_epochs=epochs, validation_fraction=0, seed=1, progress=None)
+    assert set(history) == {"loss", "accuracy"} and len(history["loss"]) == epochs
 
 
 def test_final_fit_validation_part_keeps_groups_whole() -> None:
