@@ -442,6 +442,8 @@ def _ui_main() -> int:
         "--workers",
         "1",
     ]
+    # The UI needs no background job workers (MLflow's GenAI job runner): keep it to one process.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(sys.executable, argv)
     return 0
 
