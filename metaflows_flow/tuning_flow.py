@@ -164,7 +164,6 @@ class TuningFlow(FlowSpec):
         from metaflow.cards import Image, Markdown, Table
 
         from modules import tracking
-        from modules.pipeline import best_epoch_count
         from modules.reports import (
             DNN_TABLE_HEADERS,
             SVM_TABLE_HEADERS,
@@ -173,6 +172,7 @@ class TuningFlow(FlowSpec):
             plot_search_scores,
             svm_candidate_rows,
         )
+        from modules.tune_dnn import DnnTuningResult, best_epoch
 
         self.merge_artifacts(inputs)
         self.best = {
@@ -180,7 +180,7 @@ class TuningFlow(FlowSpec):
             "dnn": {
                 "params": self.dnn_result["best_hyperparameters"],
                 "val_accuracy": self.dnn_result["best_val_accuracy"],
-                "epochs": best_epoch_count(self.dnn_result),
+                "epochs": best_epoch(DnnTuningResult.from_dict(self.dnn_result)),
             },
         }
         tracking.connect(SETTINGS)

@@ -24,7 +24,7 @@ from modules.prediction import Evaluation, evaluate
 from modules.splitting import Split, cv_folds, make_split
 from modules.tune_dnn import encode_labels, tune_dnn
 from modules.tune_dnn import train_dnn as fit_dnn
-from modules.tune_svm import SvmTuningResult, build_svm_model, tune_svm
+from modules.tune_svm import SvmTuningResult, fit_svm_model, tune_svm
 
 Progress = Callable[[str], None]
 
@@ -166,13 +166,6 @@ def run_dnn_tuning(
     )
 
 
-def best_epoch_count(dnn_result: dict[str, Any]) -> int:
-    """Epochs for the final DNN fit: where the best trial's validation accuracy peaked."""
-    best = max(dnn_result["trials"], key=lambda t: t["best_val_accuracy"])
-    history = best["history"].get("val_accuracy") or []
-    return int(np.argmax(history)) + 1 if history else int(best["epochs_run"])
-
-
 @dataclass
 class TrainedSvm:
     """The fitted SVM pipeline and its held-out evaluation."""
@@ -186,7 +179,9 @@ def train_svm(
     data: PreparedData, best_params: dict[str, Any], *, pca_variance: float | None, seed: int
 ) -> TrainedSvm:
     """Fit the best SVM on the whole training part, evaluate it on the held-out rows."""
-    model = build_svm_model(best_params, pca_variance, seed=seed).fit(data.X_train, data.y_train.to_numpy())
+    model = fit_svm_model(
+        best_params, data.X_train, data.y_train.to_numpy(), pca_variance=pca_variance, seed=seed
+    )
     classes = [str(c) for c in model.classes_]
     evaluation = evaluate(
         data.y_test.tolist(),
@@ -213,7 +208,11 @@ class TrainedDnn:
 def train_dnn(
     data: PreparedData, hyperparameters: dict[str, Any], *, epochs: int, pca_variance: float | None, seed: int
 ) -> TrainedDnn:
-    """Fit the preprocessor and the best DNN on the whole training part, evaluate on held-out rows."""
+    """Fit the preprocessor and the best DNN on the whole training part, evaluate on held-out rows.
+
+    It trains for the epoch count at which the tuning run's best trial peaked, on every training
+    row: a random validation slice would hold near-copies of training rows (overlapping windows).
+    """
     preprocessor = build_preprocessor(pca_variance).fit(data.X_train)
     X_train = np.asarray(preprocessor.transform(data.X_train), dtype="float32")
     model, history = fit_dnn(
@@ -223,6 +222,7 @@ def train_dnn(
         max_epochs=epochs,
         seed=seed,
         n_classes=len(data.classes),
+        validation_fraction=0,
     )
     proba = np.asarray(
         model.predict(np.asarray(preprocessor.transform(data.X_test), dtype="float32"), verbose=0)
