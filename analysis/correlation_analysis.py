@@ -33,11 +33,10 @@ from analysis.eda import (
 from analysis.report_files import (
     ReportPage,
     class_colour,
+    finish_report,
     html_table,
     new_figure,
     save_figure,
-    to_jsonable,
-    write_json,
 )
 from modules.errors import ConfigurationError, run_cli
 
@@ -404,16 +403,15 @@ def run_correlation_analysis(
         figures["by_class"] = _plot_by_class(
             values[:, top_positions], encoded, list(mapping), top, out_dir / BY_CLASS_PNG
         )
-    summary["files"] = {
-        "json": JSON_NAME,
-        "html": HTML_NAME,
-        "figures": {key: path.name for key, path in figures.items()},
-    }
-    summary = to_jsonable(summary)  # callers get exactly what the JSON holds (NaN as None)
-    written = [write_json(out_dir / JSON_NAME, summary), _write_html(summary, out_dir, figures)]
-    for path in [*written, *figures.values()]:
-        log(f"Wrote {path}")
-    return summary
+    return finish_report(
+        summary,
+        out_dir,
+        figures,
+        json_name=JSON_NAME,
+        html_name=HTML_NAME,
+        write_html=_write_html,
+        log=log,
+    )
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

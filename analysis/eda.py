@@ -26,11 +26,10 @@ from matplotlib.patches import Patch
 from analysis.report_files import (
     ReportPage,
     class_colour,
+    finish_report,
     html_table,
     new_figure,
     save_figure,
-    to_jsonable,
-    write_json,
 )
 from modules.data import Dataset, load_dataset, normalise_column_name
 from modules.errors import run_cli
@@ -603,16 +602,15 @@ def run_eda(data_path: Path | str, out_dir: Path | str, label_column: str = "lab
         figures["missing"] = _plot_missing(
             missing_by_column, summary["missing_values"]["rows_in_file"], out_dir / MISSING_PNG
         )
-    summary["files"] = {
-        "json": JSON_NAME,
-        "html": HTML_NAME,
-        "figures": {key: path.name for key, path in figures.items()},
-    }
-    summary = to_jsonable(summary)  # callers get exactly what the JSON holds (NaN as None)
-    written = [write_json(out_dir / JSON_NAME, summary), _write_html(summary, out_dir, figures)]
-    for path in [*written, *figures.values()]:
-        log(f"Wrote {path}")
-    return summary
+    return finish_report(
+        summary,
+        out_dir,
+        figures,
+        json_name=JSON_NAME,
+        html_name=HTML_NAME,
+        write_html=_write_html,
+        log=log,
+    )
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ import html
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,29 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write `data` as indented, strictly valid JSON (no NaN) and return the path."""
     path.write_text(json.dumps(to_jsonable(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path
+
+
+def finish_report(
+    summary: dict[str, Any],
+    out_dir: Path,
+    figures: dict[str, Path],
+    *,
+    json_name: str,
+    html_name: str,
+    write_html: Callable[[dict[str, Any], Path, dict[str, Path]], Path],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Record the report's files in its summary, write the JSON and the HTML, list every path."""
+    summary["files"] = {
+        "json": json_name,
+        "html": html_name,
+        "figures": {key: path.name for key, path in figures.items()},
+    }
+    summary = to_jsonable(summary)  # callers get exactly what the JSON holds (NaN as None)
+    written = [write_json(out_dir / json_name, summary), write_html(summary, out_dir, figures)]
+    for path in [*written, *figures.values()]:
+        log(f"Wrote {path}")
+    return summary
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, step
 
+from metaflows_flow.flow_helpers import SplitDataSteps
 from modules.errors import ConfigurationError
 from modules.settings import get_settings
 
@@ -41,7 +42,7 @@ def parse_overrides(text: str) -> dict[str, dict]:
     return overrides
 
 
-class MLPipelineFlow(FlowSpec):
+class MLPipelineFlow(FlowSpec, SplitDataSteps):
     """Refit the best models on the training part, evaluate on held-out rows, register, promote."""
 
     tuning_flow_run_id = Parameter(
@@ -225,21 +226,7 @@ class MLPipelineFlow(FlowSpec):
             print(f"{promotion['model_name']} v{promotion['new_version']} {state}: {promotion['reason']}")
         print(f"Promotion summary: {self.promotion_file}")
 
-    # -- helpers shared by the steps (kept tiny; logic lives in modules/) --
-    def _reload(self):
-        from modules.pipeline import reload_data
-
-        return reload_data(
-            self.data_path,
-            self.label_column,
-            digest=self.data_summary["digest"],
-            split=self.split,
-            missing=SETTINGS.missing_values,
-        )
-
-    def _step_tags(self) -> dict[str, str]:
-        return {**self.run_tags, "metaflow.pathspec": current.pathspec}
-
+    # -- helpers of this flow's steps (kept tiny; logic lives in modules/) --
     def _record(self, family, child_run_id, model_uri, evaluation, preprocessing) -> dict:
         """Log the evaluation, register the model once per flow run, return what later steps need."""
         from modules import tracking

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, step
 
+from metaflows_flow.flow_helpers import SplitDataSteps
 from modules.settings import SPLIT_PROTOCOLS, get_settings
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
@@ -24,7 +25,7 @@ from modules.settings import SPLIT_PROTOCOLS, get_settings
 SETTINGS = get_settings()
 
 
-class TuningFlow(FlowSpec):
+class TuningFlow(FlowSpec, SplitDataSteps):
     """Tune the SVM and the DNN in parallel on the training part of one split."""
 
     data_path = Parameter(
@@ -213,21 +214,7 @@ class TuningFlow(FlowSpec):
         print(f"Best DNN: {self.best['dnn']}")
         print(f"Next: make train (uses TuningFlow/{current.run_id}, the latest successful run)")
 
-    # -- helpers shared by the steps (kept tiny; logic lives in modules/) --
-    def _reload(self):
-        from modules.pipeline import reload_data
-
-        return reload_data(
-            self.data_path,
-            self.label_column,
-            digest=self.data_summary["digest"],
-            split=self.split,
-            missing=SETTINGS.missing_values,
-        )
-
-    def _step_tags(self) -> dict[str, str]:
-        return {**self.run_tags, "metaflow.pathspec": current.pathspec}
-
+    # -- helpers of this flow's steps (kept tiny; logic lives in modules/) --
     def _log_trial(self, trial) -> None:
         from modules import tracking
 
