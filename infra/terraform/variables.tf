@@ -147,7 +147,7 @@ variable "authorized_networks" {
 
   validation {
     condition     = alltrue([for n in var.authorized_networks : can(cidrhost(n.cidr, 0)) && !endswith(n.cidr, "/0")])
-    error_message = "authorized_networks must hold valid CIDR ranges and never 0.0.0.0/0 (the whole internet)."
+    error_message = "authorized_networks must hold valid CIDR ranges and never 0.0.0.0/0 (the whole internet)."  # never the whole internet
   }
 }
 

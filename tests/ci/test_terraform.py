@@ -138,7 +138,7 @@ def test_database_is_postgres_15_protected_backed_up_and_encrypted(tf: dict) -> 
     assert backups["enabled"] is True and backups["point_in_time_recovery_enabled"] is True
     network = one(settings["ip_configuration"])
     assert network["ssl_mode"] == "ENCRYPTED_ONLY"
-    assert "0.0.0.0/0" not in str(network)
+    assert "0.0.0.0/0" not in str(network)  # never open to the whole internet
     assert resources(tf, "google_sql_database") and resources(tf, "google_sql_user")
 
 
