@@ -32,11 +32,14 @@ import numpy as np
 import pandas as pd
 
 from modules.errors import ConfigurationError, DataValidationError, run_cli
+from modules.settings import PROJECT_ROOT
 
 logger = logging.getLogger(__name__)
 
 KAGGLE_DATASET = "birdy654/eeg-brainwave-dataset-feeling-emotions"
 KAGGLE_FILE = "emotions.csv"
+# Names the dataset the pipeline trains on; a change to it retrains in the cloud pipeline.
+DATA_MANIFEST = PROJECT_ROOT / "data" / "manifest.json"
 MISSING_POLICIES = ("drop", "reject")
 SOURCES = ("kaggle", "sample", "user")
 # Bytes looked at to tell text from binary; a NUL byte never appears in a CSV text file.
@@ -383,17 +386,28 @@ def kaggle_credentials() -> str | None:
     return None
 
 
-def _download_from_kaggle(folder: Path) -> Path:
-    """Download emotions.csv into `folder` with the kaggle package; returns the file's path."""
+def kaggle_source(manifest: Path = DATA_MANIFEST) -> tuple[str, str]:
+    """The Kaggle dataset and file to download: `data/manifest.json` when present, else the EEG data."""
+    try:
+        values = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return KAGGLE_DATASET, KAGGLE_FILE
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigurationError(f"{manifest}: not readable JSON ({_one_line(exc)})") from None
+    return str(values.get("kaggle_dataset") or KAGGLE_DATASET), str(values.get("file") or KAGGLE_FILE)
+
+
+def _download_from_kaggle(folder: Path, dataset: str, file: str) -> Path:
+    """Download one file of a Kaggle dataset into `folder` with the kaggle package; returns its path."""
     # Imported here: importing kaggle authenticates at once and prints help or exits without credentials.
     with contextlib.redirect_stdout(io.StringIO()):
         from kaggle.api.kaggle_api_extended import KaggleApi
 
         api = KaggleApi()
         api.authenticate()
-        api.dataset_download_file(KAGGLE_DATASET, KAGGLE_FILE, path=str(folder), force=True, quiet=True)
-    target = folder / KAGGLE_FILE
-    archive = folder / f"{KAGGLE_FILE}.zip"
+        api.dataset_download_file(dataset, file, path=str(folder), force=True, quiet=True)
+    target = folder / file
+    archive = folder / f"{file}.zip"
     if not target.is_file() and archive.is_file():
         # Kaggle serves large files zipped.
         with zipfile.ZipFile(archive) as bundle:
@@ -401,7 +415,7 @@ def _download_from_kaggle(folder: Path) -> Path:
             with bundle.open(member) as source, target.open("wb") as sink:
                 shutil.copyfileobj(source, sink)
     if not target.is_file():
-        raise FileNotFoundError(f"the download did not contain {KAGGLE_FILE}")
+        raise FileNotFoundError(f"the download did not contain {file}")
     return target
 
 
@@ -440,12 +454,13 @@ def _build_offline_sample(out: Path, seed: int, force: bool) -> str:
 def _fetch_from_kaggle(out: Path) -> None:
     """Download into a temporary folder beside `out`, validate, then move into place atomically."""
     with tempfile.TemporaryDirectory(prefix=".kaggle-", dir=out.parent) as tmp:
-        downloaded = _download_from_kaggle(Path(tmp))
+        kaggle_dataset, kaggle_file = kaggle_source()
+        downloaded = _download_from_kaggle(Path(tmp), kaggle_dataset, kaggle_file)
         dataset = load_dataset(downloaded)
         metadata = {
             "source": "kaggle",
-            "dataset": KAGGLE_DATASET,
-            "file": KAGGLE_FILE,
+            "dataset": kaggle_dataset,
+            "file": kaggle_file,
             "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "sha256": dataset.digest,
             "rows": len(dataset.features),
@@ -487,7 +502,7 @@ def fetch_dataset(out: str | os.PathLike, force: bool = False, seed: int = 42) -
                 return "existing"
             print(f"Kaggle download failed ({reason}): building the offline sample instead.")
         else:
-            print(f"Downloaded {KAGGLE_DATASET}/{KAGGLE_FILE} to {out} (credentials: {where}).")
+            print(f"Downloaded {'/'.join(kaggle_source())} to {out} (credentials: {where}).")
             return "kaggle"
     print(_build_offline_sample(out, seed=seed, force=force))
     return "sample"

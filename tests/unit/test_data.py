@@ -420,3 +420,21 @@ def test_fetch_with_credentials_but_no_network_reports_one_line(tmp_path: Path) 
         assert first.startswith("Kaggle download failed (cannot reach api.kaggle.com")
         assert first.endswith("building the offline sample instead.")
         assert load_dataset(fresh).source == "sample"
+
+
+def test_kaggle_source_comes_from_the_data_manifest(tmp_path):
+    from modules.data import KAGGLE_DATASET, KAGGLE_FILE, kaggle_source
+
+    manifest = tmp_path / "manifest.json"
+    assert kaggle_source(manifest) == (KAGGLE_DATASET, KAGGLE_FILE)
+    manifest.write_text('{"kaggle_dataset": "someone/other-eeg", "file": "rows.csv", "version": 2}')
+    assert kaggle_source(manifest) == ("someone/other-eeg", "rows.csv")
+    manifest.write_text("{not json")
+    with pytest.raises(ConfigurationError, match="manifest.json: not readable JSON"):
+        kaggle_source(manifest)
+
+
+def test_the_shipped_manifest_names_the_eeg_dataset():
+    from modules.data import DATA_MANIFEST, KAGGLE_DATASET, KAGGLE_FILE, kaggle_source
+
+    assert kaggle_source(DATA_MANIFEST) == (KAGGLE_DATASET, KAGGLE_FILE)
