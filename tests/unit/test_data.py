@@ -430,7 +430,7 @@ def test_kaggle_source_comes_from_the_data_manifest(tmp_path):
     manifest.write_text('{"kaggle_dataset": "someone/other-eeg", "file": "rows.csv", "version": 2}')
     assert kaggle_source(manifest) == ("someone/other-eeg", "rows.csv")
     manifest.write_text("{not json")
-    with pytest.raises(ConfigurationError, match="manifest.json: not readable JSON"):
+    with pytest.raises(ConfigurationError, match=r"manifest\.json: not readable JSON"):
         kaggle_source(manifest)
 
 
