@@ -16,13 +16,14 @@ DATA ?= $(or $(DATA_PATH),data/emotions.csv)
 REPORTS ?= $(or $(REPORTS_DIR),reports)
 LABEL_COLUMN ?= label
 RUN_ID ?= latest
+MODEL ?= svm
 TOP_N ?= 30
 PYTEST_ARGS ?=
 
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv install install-dev data sample eda tune train run mlflow_ui mlflow_server stop \
+.PHONY: help venv install install-dev data sample eda tune train run predict mlflow_ui mlflow_server stop \
 	db_init db_upgrade test test-services test-unit lint format bench clean
 
 help: ## List every target with a one-line description
@@ -71,6 +72,9 @@ run: install ## Everything on embedded defaults: venv, data, EDA, tuning, traini
 	$(MAKE) --no-print-directory tune
 	$(MAKE) --no-print-directory train
 	@echo "Pipeline finished: reports in $(REPORTS)/, runs and registered models in MLflow (make mlflow_ui)."
+
+predict: install ## Score DATA with a champion model into reports/predictions.csv (MODEL=svm|dnn)
+	$(PY) -m modules.prediction $(DATA) --model models:/$(or $(MODEL_NAME_PREFIX),eeg-emotion)-$(MODEL)@champion --out $(REPORTS)/predictions.csv
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
 	$(PY) -m modules.tracking ui

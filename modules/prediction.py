@@ -254,7 +254,13 @@ def score_batch(
             f"{csv_path}: column {non_numeric[0]!r} is not numeric; expected feature values"
         )
 
-    result = predict(model, frame)
+    # Registered models declare double columns; integers written by a CSV tool are still features.
+    frame = frame.astype("float64")
+    try:
+        result = predict(model, frame)
+    except Exception as exc:  # MLflow's schema errors list every column: keep the gist
+        gist = str(exc).split("Error:")[-1].strip().splitlines()[0][:300]
+        raise DataValidationError(f"{csv_path}: the model refused these rows: {gist}") from None
     output = pd.DataFrame({"predicted_label": result.labels})
     if truth is not None:
         output.insert(0, label_column, truth.to_numpy())
@@ -274,3 +280,51 @@ def score_batch(
             os.unlink(tmp_name)
     accuracy = None if truth is None else float(np.mean(truth.to_numpy() == np.asarray(result.labels)))
     return {"rows": len(output), "out_path": str(out_path), "accuracy": accuracy}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m modules.prediction DATA`: score a CSV with a registered model (the champion by default)."""
+    import argparse
+
+    from modules import tracking
+    from modules.errors import TrackingError
+    from modules.settings import get_settings
+
+    settings = get_settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.prediction",
+        description="Score every row of a feature CSV with a registered MLflow model; writes predicted labels.",
+    )
+    parser.add_argument(
+        "data", type=Path, help="CSV with the model's feature columns (a label column is optional)"
+    )
+    parser.add_argument(
+        "--model",
+        default=f"models:/{settings.model_name('svm')}@champion",
+        help="model URI (default: %(default)s); e.g. models:/eeg-emotion-dnn@champion or models:/NAME/3",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=settings.reports_dir / "predictions.csv",
+        help="output CSV (default: %(default)s)",
+    )
+    parser.add_argument("--label-column", default=settings.label_column, help="label column, if present")
+    args = parser.parse_args(argv)
+    masked = tracking.connect(settings)
+    try:
+        model = tracking.load_model(args.model)
+    except Exception as exc:  # MLflow raises many kinds; the person needs one line
+        raise TrackingError(
+            f"cannot load {args.model} from {masked} ({type(exc).__name__}); run `make train` first"
+        ) from None
+    summary = score_batch(model, args.data, args.out, label_column=args.label_column)
+    accuracy = "" if summary["accuracy"] is None else f", accuracy {summary['accuracy']:.4f}"
+    print(f"Scored {summary['rows']} rows of {args.data} with {args.model}{accuracy}: {summary['out_path']}")
+    return 0
+
+
+if __name__ == "__main__":
+    from modules.errors import run_cli
+
+    run_cli(main)

@@ -157,3 +157,25 @@ def test_resuming_a_training_run_does_not_register_twice(
     assert versions_after == versions_before
     assert resumed.data.svm["version"] == training_run.data.svm["version"]
     assert mlflow_client.get_run(resumed.data.mlflow_run_id).info.status == "FINISHED"
+
+
+def test_predict_scores_a_csv_with_the_champion(flow_env, training_run, tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    out = tmp_path / "predictions.csv"
+    command = [sys.executable, "-m", "modules.prediction", str(flow_env.data_path), "--out", str(out)]
+    result = subprocess.run(command, env=flow_env.env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "with models:/eeg-emotion-svm@champion, accuracy" in result.stdout
+    scored = pd.read_csv(out)
+    assert len(scored) == len(load_dataset(flow_env.data_path).labels)
+    assert set(scored["predicted_label"]) <= {"NEGATIVE", "NEUTRAL", "POSITIVE"}
+
+    missing = [*command[:-1], str(tmp_path / "other.csv"), "--model", "models:/no-such-model@champion"]
+    result = subprocess.run(missing, env=flow_env.env, capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "error: cannot load models:/no-such-model@champion" in result.stderr
