@@ -179,3 +179,25 @@ def test_predict_scores_a_csv_with_the_champion(flow_env, training_run, tmp_path
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "error: cannot load models:/no-such-model@champion" in result.stderr
+
+
+def test_the_workflow_summary_reads_the_promotion_file(flow_env, worse_training_run, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.flow_runs import PROJECT_ROOT
+
+    summary = tmp_path / "summary.md"
+    script = PROJECT_ROOT / ".github" / "scripts" / "pipeline_summary.py"
+    promotion = flow_env.root / "reports" / "promotion.json"
+    result = subprocess.run(
+        [sys.executable, str(script), "--promotion", str(promotion), "--summary", str(summary)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    text = summary.read_text()
+    for row in json.loads(promotion.read_text())["families"]:
+        assert f"| {row['family']} | `{row['model_name']}` | v{row['new_version']} |" in text
+        assert row["reason"] in text
