@@ -21,7 +21,7 @@ SPLIT_PROTOCOLS = ("auto", "grouped", "random")
 MISSING_VALUE_POLICIES = ("drop", "reject")
 
 
-def _environment(root: Path) -> dict[str, str]:
+def read_environment(root: Path) -> dict[str, str]:
     """Environment variables win over `.env`, which wins over defaults."""
     values = {k: v for k, v in dotenv_values(root / ".env").items() if v is not None}
     values.update(os.environ)
@@ -112,7 +112,7 @@ class Settings:
 def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -> Settings:
     """Build the settings from `env` (default: the process environment and `.env`)."""
     root = Path(root) if root else PROJECT_ROOT
-    env = _environment(root) if env is None else env
+    env = read_environment(root) if env is None else env
     mlruns = root / "mlruns"
     pca_raw = env.get("PCA_VARIANCE", "")
     pca_variance = (

@@ -32,11 +32,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dotenv import dotenv_values
-
 from modules.errors import ConfigurationError, TrackingError, run_cli
 from modules.redaction import mask_password
-from modules.settings import PROJECT_ROOT, Settings, load_settings
+from modules.settings import PROJECT_ROOT, Settings, load_settings, read_environment
 
 INIT_SQL = PROJECT_ROOT / "infra" / "postgres" / "init.sql"
 PID_FILE_NAME = "mlflow-server.pid"
@@ -110,10 +108,7 @@ class ServerStatus:
 
 def config_environment(settings: Settings, env_overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables the server runs with: `.env`, then the process environment, then overrides."""
-    values = {k: v for k, v in dotenv_values(settings.project_root / ".env").items() if v is not None}
-    values.update(os.environ)
-    values.update(env_overrides or {})
-    return values
+    return {**read_environment(settings.project_root), **(env_overrides or {})}
 
 
 def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
