@@ -23,7 +23,7 @@ PYTEST_ARGS ?=
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv install install-dev data sample eda tune train run predict mlflow_ui mlflow_server stop \
+.PHONY: help venv install install-dev data sample eda tune train run cards predict mlflow_ui mlflow_server stop \
 	db_init db_upgrade test test-services test-unit lint format bench clean
 
 help: ## List every target with a one-line description
@@ -72,6 +72,11 @@ run: install ## Everything on embedded defaults: venv, data, EDA, tuning, traini
 	$(MAKE) --no-print-directory tune
 	$(MAKE) --no-print-directory train
 	@echo "Pipeline finished: reports in $(REPORTS)/, runs and registered models in MLflow (make mlflow_ui)."
+
+cards: install ## Save the latest runs' Metaflow cards as HTML in reports/ (tuning search, training report)
+	@mkdir -p $(REPORTS)
+	$(PY) metaflows_flow/tuning_flow.py card get join $(REPORTS)/tuning_card.html
+	$(PY) metaflows_flow/ml_pipeline_flow.py card get report $(REPORTS)/training_card.html
 
 predict: install ## Score DATA with a champion model into reports/predictions.csv (MODEL=svm|dnn)
 	$(PY) -m modules.prediction $(DATA) --model models:/$(or $(MODEL_NAME_PREFIX),eeg-emotion)-$(MODEL)@champion --out $(REPORTS)/predictions.csv
