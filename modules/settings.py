@@ -7,6 +7,7 @@ for configuration. `.env.example` documents each variable.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +29,8 @@ def read_environment(root: Path) -> dict[str, str]:
     return values
 
 
-def _as_int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """A whole-number variable, or `default` when unset; one-line error when it is not one."""
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -41,7 +43,10 @@ def _as_int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _as_float(env: dict[str, str], name: str, default: float, low: float, high: float) -> float:
+def env_float(
+    env: Mapping[str, str], name: str, default: float, low: float, high: float | None = None
+) -> float:
+    """A number variable strictly above `low` (and below `high`), or `default` when unset."""
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -49,7 +54,9 @@ def _as_float(env: dict[str, str], name: str, default: float, low: float, high: 
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
-    if not low < value < high:
+    if high is None and not value > low:
+        raise ConfigurationError(f"{name}={raw} must be greater than {low:g}")
+    if high is not None and not low < value < high:
         raise ConfigurationError(f"{name}={value} must be between {low} and {high} (exclusive)")
     return value
 
@@ -116,7 +123,7 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
     mlruns = root / "mlruns"
     pca_raw = env.get("PCA_VARIANCE", "")
     pca_variance = (
-        None if pca_raw in ("", "0", "none", "off") else _as_float(env, "PCA_VARIANCE", 0.0, 0.0, 1.0)
+        None if pca_raw in ("", "0", "none", "off") else env_float(env, "PCA_VARIANCE", 0.0, 0.0, 1.0)
     )
     return Settings(
         project_root=root,
@@ -125,20 +132,20 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
         missing_values=_as_choice(env, "MISSING_VALUES", "drop", MISSING_VALUE_POLICIES),
         reports_dir=_as_path(env, "REPORTS_DIR", root / "reports", root),
         split_protocol=_as_choice(env, "SPLIT_PROTOCOL", "auto", SPLIT_PROTOCOLS),
-        test_size=_as_float(env, "TEST_SIZE", 0.2, 0.0, 1.0),
-        cv_folds=_as_int(env, "CV_FOLDS", 5, minimum=2),
-        seed=_as_int(env, "SEED", 42),
-        svm_max_candidates=_as_int(env, "SVM_MAX_CANDIDATES", 48, minimum=1),
-        svm_n_jobs=_as_int(env, "SVM_N_JOBS", 2, minimum=1),
-        dnn_max_trials=_as_int(env, "DNN_MAX_TRIALS", 4, minimum=1),
-        dnn_max_epochs=_as_int(env, "DNN_MAX_EPOCHS", 15, minimum=1),
+        test_size=env_float(env, "TEST_SIZE", 0.2, 0.0, 1.0),
+        cv_folds=env_int(env, "CV_FOLDS", 5, minimum=2),
+        seed=env_int(env, "SEED", 42),
+        svm_max_candidates=env_int(env, "SVM_MAX_CANDIDATES", 48, minimum=1),
+        svm_n_jobs=env_int(env, "SVM_N_JOBS", 2, minimum=1),
+        dnn_max_trials=env_int(env, "DNN_MAX_TRIALS", 4, minimum=1),
+        dnn_max_epochs=env_int(env, "DNN_MAX_EPOCHS", 15, minimum=1),
         pca_variance=pca_variance,
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns / 'mlflow.db'}",
         mlflow_artifact_root=env.get("MLFLOW_ARTIFACT_ROOT") or str(mlruns / "artifacts"),
         experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or "eeg-emotions",
         model_name_prefix=env.get("MODEL_NAME_PREFIX") or "eeg-emotion",
         mlflow_host=env.get("MLFLOW_HOST") or "127.0.0.1",
-        mlflow_port=_as_int(env, "MLFLOW_PORT", 5000, minimum=1),
+        mlflow_port=env_int(env, "MLFLOW_PORT", 5000, minimum=1),
         run_dir=_as_path(env, "RUN_DIR", root / ".run", root),
         postgres={
             "host": env.get("POSTGRES_HOST", ""),

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from modules.errors import ConfigurationError, TrackingError, run_cli
 from modules.redaction import mask_password
-from modules.settings import PROJECT_ROOT, Settings, load_settings, read_environment
+from modules.settings import PROJECT_ROOT, Settings, env_float, env_int, load_settings, read_environment
 
 INIT_SQL = PROJECT_ROOT / "infra" / "postgres" / "init.sql"
 PID_FILE_NAME = "mlflow-server.pid"
@@ -111,24 +111,8 @@ def config_environment(settings: Settings, env_overrides: Mapping[str, str] | No
     return {**read_environment(settings.project_root), **(env_overrides or {})}
 
 
-def _positive_number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ConfigurationError(f"{name}={raw} must be greater than 0")
-    return value
-
-
 def load_server_options(env: Mapping[str, str]) -> ServerOptions:
     """Read the server options from `env` (see `.env.example`) and check the basic-auth secrets."""
-    raw_workers = env.get("MLFLOW_WORKERS") or "1"
-    if not raw_workers.isdigit() or int(raw_workers) < 1:
-        raise ConfigurationError(f"MLFLOW_WORKERS={raw_workers!r} must be a whole number of at least 1")
     auth = (env.get("MLFLOW_AUTH") or "none").lower()
     if auth not in AUTH_MODES:
         raise ConfigurationError(f"MLFLOW_AUTH={auth!r} must be one of {', '.join(AUTH_MODES)}")
@@ -151,9 +135,9 @@ def load_server_options(env: Mapping[str, str]) -> ServerOptions:
                 f"MLflow needs at least {MIN_ADMIN_PASSWORD_LENGTH}"
             )
     return ServerOptions(
-        workers=int(raw_workers),
-        start_timeout=_positive_number(env, "MLFLOW_SERVER_START_TIMEOUT", ServerOptions.start_timeout),
-        stop_timeout=_positive_number(env, "MLFLOW_SERVER_STOP_TIMEOUT", ServerOptions.stop_timeout),
+        workers=env_int(env, "MLFLOW_WORKERS", ServerOptions.workers, minimum=1),
+        start_timeout=env_float(env, "MLFLOW_SERVER_START_TIMEOUT", ServerOptions.start_timeout, low=0),
+        stop_timeout=env_float(env, "MLFLOW_SERVER_STOP_TIMEOUT", ServerOptions.stop_timeout, low=0),
         auth=auth,
         auth_default_permission=permission,
         admin_user=env.get("POSTGRES_ADMIN_USER") or "postgres",
