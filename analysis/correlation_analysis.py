@@ -38,6 +38,7 @@ from analysis.report_files import (
     new_figure,
     save_figure,
 )
+from modules.data import encode_labels as encode_classes
 from modules.errors import ConfigurationError, run_cli
 
 __all__ = [
@@ -62,8 +63,8 @@ def encode_labels(labels: pd.Series) -> tuple[np.ndarray, dict[str, int]]:
 
     Same result as `LabelEncoder().fit_transform(labels)`, without importing scikit-learn.
     """
-    classes, codes = np.unique(labels.astype(str).to_numpy(), return_inverse=True)
-    return codes.astype(np.float64), {str(name): index for index, name in enumerate(classes)}
+    codes, classes = encode_classes(labels)
+    return codes.astype(np.float64), {name: index for index, name in enumerate(classes)}
 
 
 def correlations_with_label(values: np.ndarray, encoded: np.ndarray) -> np.ndarray:

@@ -37,13 +37,12 @@ from sklearn.model_selection import GridSearchCV, ParameterGrid  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
 
-from modules.data import load_dataset  # noqa: E402
+from modules.data import encode_labels, load_dataset  # noqa: E402
 from modules.errors import ConfigurationError, run_cli  # noqa: E402
 from modules.feature_transformation import build_preprocessor, describe_preprocessor  # noqa: E402
 from modules.prediction import evaluate  # noqa: E402
 from modules.settings import get_settings  # noqa: E402
 from modules.splitting import cv_folds, make_split  # noqa: E402
-from modules.tune_dnn import encode_labels  # noqa: E402  (does not import keras)
 from modules.tune_svm import fit_svm_model, original_search_space, tune_svm  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORTS_STARTED

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -265,6 +266,19 @@ def _check_classes(path: Path, labels: pd.Series, label_column: str, min_class_r
                 f"{path}: class {small.index[0]!r} has {int(small.iloc[0])} rows, fewer than the "
                 f"{min_class_rows} needed for {min_class_rows}-fold cross-validation (rows per class: {listed})"
             )
+
+
+def encode_labels(
+    labels: Sequence[Any], classes: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """String labels -> integer codes 0..K-1 in sorted class order (LabelEncoder's order)."""
+    values = [str(label) for label in np.asarray(labels).astype(str)]
+    classes = sorted(set(values)) if classes is None else [str(c) for c in classes]
+    index = {name: code for code, name in enumerate(classes)}
+    unknown = sorted(set(values) - set(index))
+    if unknown:
+        raise DataValidationError(f"labels {unknown} are not among the classes {classes}")
+    return np.asarray([index[v] for v in values], dtype=np.int64), classes
 
 
 def metadata_path(csv_path: Path) -> Path:

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modules.data import Dataset, load_dataset
+from modules.data import Dataset, encode_labels, load_dataset
 from modules.errors import DataValidationError, OperationalMLError
 from modules.feature_transformation import build_preprocessor, describe_preprocessor
 from modules.prediction import Evaluation, evaluate
 from modules.splitting import Split, cv_folds, make_split
-from modules.tune_dnn import encode_labels, tune_dnn
 from modules.tune_dnn import train_dnn as fit_dnn
+from modules.tune_dnn import tune_dnn
 from modules.tune_svm import SvmTuningResult, fit_svm_model, tune_svm
 
 Progress = Callable[[str], None]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+# Callers encode labels for the DNN through this module; the one implementation lives in data.
+from modules.data import encode_labels as encode_labels
 from modules.errors import ConfigurationError, DataValidationError
 
 Progress = Callable[[str], None]
@@ -86,19 +88,6 @@ class DnnTuningResult:
         values = dict(data)
         values["trials"] = [TrialRecord(**t) for t in values["trials"]]
         return cls(**values)
-
-
-def encode_labels(
-    labels: Sequence[Any], classes: Sequence[str] | None = None
-) -> tuple[np.ndarray, list[str]]:
-    """String labels -> integer codes 0..K-1 in sorted class order (LabelEncoder's order)."""
-    values = [str(label) for label in np.asarray(labels).astype(str)]
-    classes = sorted(set(values)) if classes is None else [str(c) for c in classes]
-    index = {name: code for code, name in enumerate(classes)}
-    unknown = sorted(set(values) - set(index))
-    if unknown:
-        raise DataValidationError(f"labels {unknown} are not among the classes {classes}")
-    return np.asarray([index[v] for v in values], dtype=np.int64), classes
 
 
 def _check_arrays(X: Any, y: Any, name: str, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
