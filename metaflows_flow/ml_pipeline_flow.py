@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from metaflow import FlowSpec, Parameter, card, current, step
 
 from metaflows_flow.flow_helpers import SplitDataSteps
-from modules.errors import ConfigurationError
+from modules.errors import ConfigurationError, fail_cleanly
 from modules.settings import get_settings
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
@@ -61,7 +61,6 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         """Check the tracking server, find the tuning run, reuse its data, split and best settings."""
         from metaflows_flow.tuning_runs import find_tuning_run
         from modules import tracking
-        from modules.pipeline import fail_cleanly
 
         with fail_cleanly():
             self.tracking_uri = tracking.connect(SETTINGS)

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from metaflow import FlowSpec, Parameter, card, current, step
 
 from metaflows_flow.flow_helpers import SplitDataSteps
+from modules.errors import fail_cleanly
 from modules.settings import SPLIT_PROTOCOLS, get_settings
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
@@ -50,7 +51,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
     def start(self):
         """Check the tracking server, load and validate the data, split it once."""
         from modules import tracking
-        from modules.pipeline import fail_cleanly, prepare_data
+        from modules.pipeline import prepare_data
 
         with fail_cleanly():
             self.tracking_uri = tracking.connect(SETTINGS)
@@ -105,7 +106,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
     def tune_svm(self):
         """Search the SVM (C, gamma, kernel) by successive halving on the split's CV folds."""
         from modules import tracking
-        from modules.pipeline import fail_cleanly, run_svm_tuning
+        from modules.pipeline import run_svm_tuning
 
         with fail_cleanly():
             tracking.connect(SETTINGS)
@@ -135,7 +136,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
     def tune_dnn(self):
         """Search the DNN architecture with keras-tuner; each trial is a nested MLflow run."""
         from modules import tracking
-        from modules.pipeline import fail_cleanly, run_dnn_tuning
+        from modules.pipeline import run_dnn_tuning
 
         with fail_cleanly():
             tracking.connect(SETTINGS)

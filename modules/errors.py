@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 
 class OperationalMLError(Exception):
@@ -24,13 +25,21 @@ class TrackingError(OperationalMLError):
     """The MLflow tracking server or registry cannot be used."""
 
 
+@contextmanager
+def fail_cleanly() -> Iterator[None]:
+    """Turn a project error into one line on stderr and its exit code (CLIs and flow steps)."""
+    try:
+        yield
+    except OperationalMLError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(exc.exit_code)
+
+
 def run_cli(main: Callable[[], int | None]) -> None:
     """Run a command-line entry point; project errors become one line on stderr."""
     try:
-        code = main()
-    except OperationalMLError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        with fail_cleanly():
+            code = main()
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)

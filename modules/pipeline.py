@@ -7,9 +7,7 @@ of steps, and these functions can be tested and reused without a flow.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from modules.data import Dataset, encode_labels, load_dataset
-from modules.errors import DataValidationError, OperationalMLError
+from modules.errors import DataValidationError
 from modules.feature_transformation import build_preprocessor, describe_preprocessor
 from modules.prediction import Evaluation, evaluate
 from modules.splitting import Split, cv_folds, make_split
@@ -30,16 +28,6 @@ Progress = Callable[[str], None]
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) would bury the progress lines.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-@contextmanager
-def fail_cleanly() -> Iterator[None]:
-    """In a flow step, turn a project error into one line on stderr and a failed task."""
-    try:
-        yield
-    except OperationalMLError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(exc.exit_code)
 
 
 @dataclass
