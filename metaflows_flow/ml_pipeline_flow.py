@@ -61,6 +61,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         """Check the tracking server, find the tuning run, reuse its data, split and best settings."""
         from metaflows_flow.tuning_runs import find_tuning_run
         from modules import tracking
+        from modules.pipeline import check_unchanged
 
         with fail_cleanly():
             self.tracking_uri = tracking.connect(SETTINGS)
@@ -79,7 +80,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
                     self.best["dnn"]["epochs"] = values["epochs"]
                 extra = {k: v for k, v in values.items() if not (family == "dnn" and k == "epochs")}
                 self.best[family]["params"] = {**self.best[family]["params"], **extra}
-            self._reload()
+            check_unchanged(self.data_path, self.data_summary["digest"])
         print(f"Training from {self.tuning_pathspec}: {self.best}")
         pathspec = f"{current.flow_name}/{current.run_id}"
         self.run_tags = tracking.run_tags(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modules.data import Dataset, encode_labels, load_dataset
+from modules.data import Dataset, encode_labels, file_digest, load_dataset
 from modules.errors import DataValidationError
 from modules.feature_transformation import build_preprocessor, describe_preprocessor
 from modules.prediction import Evaluation, evaluate
@@ -95,13 +95,21 @@ def reload_data(
     data_path: str | Path, label_column: str, *, digest: str, split: dict[str, Any], missing: str = "drop"
 ) -> PreparedData:
     """Reload the dataset in a later step and check it is the one the split was made on."""
+    check_unchanged(data_path, digest)
     dataset = load_dataset(data_path, label_column, missing=missing)
-    if dataset.digest != digest:
+    return PreparedData(dataset=dataset, split=Split.from_dict(split))
+
+
+def check_unchanged(data_path: str | Path, digest: str) -> None:
+    """Fail when the CSV is gone or differs from the one the split was made on (no parsing)."""
+    if not Path(data_path).is_file():
+        raise DataValidationError(f"{data_path}: no such file; the tuning run's split was made on it")
+    current = file_digest(Path(data_path))
+    if current != digest:
         raise DataValidationError(
             f"{data_path}: the file changed since the split was made "
-            f"(digest {dataset.digest[:12]} != {digest[:12]}); rerun the tuning flow"
+            f"(digest {current[:12]} != {digest[:12]}); rerun the tuning flow"
         )
-    return PreparedData(dataset=dataset, split=Split.from_dict(split))
 
 
 def run_svm_tuning(
