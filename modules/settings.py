@@ -7,8 +7,10 @@ for configuration. `.env.example` documents each variable.
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +22,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 SPLIT_PROTOCOLS = ("auto", "grouped", "random")
 MISSING_VALUE_POLICIES = ("drop", "reject")
+PIPELINE_ENVIRONMENTS = ("local", "production")
+
+# The EEG dataset keeps the names its experiment and models have always had.
+EEG_DATA_FILE = "emotions.csv"
+EEG_EXPERIMENT_NAME = "eeg-emotions"
+EEG_MODEL_NAME_PREFIX = "eeg-emotion"
+
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no", "")
 
 
 def read_environment(root: Path) -> dict[str, str]:
@@ -44,9 +55,15 @@ def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -
 
 
 def env_float(
-    env: Mapping[str, str], name: str, default: float, low: float, high: float | None = None
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    low: float,
+    high: float | None = None,
+    *,
+    low_inclusive: bool = False,
 ) -> float:
-    """A number variable strictly above `low` (and below `high`), or `default` when unset."""
+    """A number variable above `low` (strictly, unless `low_inclusive`) and below `high`, or `default`."""
     raw = env.get(name)
     if raw in (None, ""):
         return default
@@ -54,11 +71,47 @@ def env_float(
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if low_inclusive:
+        if not (low <= value and (high is None or value < high)):
+            upper = "" if high is None else f" and below {high:g}"
+            raise ConfigurationError(f"{name}={raw} must be at least {low:g}{upper}")
+        return value
     if high is None and not value > low:
         raise ConfigurationError(f"{name}={raw} must be greater than {low:g}")
     if high is not None and not low < value < high:
         raise ConfigurationError(f"{name}={value} must be between {low} and {high} (exclusive)")
     return value
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no variable: 1/true/yes or 0/false/no/empty (any case), or `default` when unset."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(f"{name}={raw!r} must be 1/true/yes or 0/false/no")
+
+
+def names_for_dataset(data_path: str | os.PathLike) -> tuple[str, str]:
+    """Default (experiment name, registered-model name prefix) of a dataset file.
+
+    The EEG dataset (`emotions.csv`) keeps `eeg-emotions` / `eeg-emotion`; any other file
+    is named after its stem, made safe for MLflow registered-model names (lowercase,
+    characters other than letters, digits, `-`, `_` and `.` become `-`): `digits.csv` ->
+    (`digits`, `digits`), whose models are `digits-svm` and `digits-dnn`.
+    """
+    path = Path(data_path)
+    if path.name == EEG_DATA_FILE:
+        return EEG_EXPERIMENT_NAME, EEG_MODEL_NAME_PREFIX
+    # Accents dropped first (`Émotions` -> `emotions`), then anything else becomes `-`.
+    ascii_stem = unicodedata.normalize("NFKD", path.stem).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^a-z0-9\-_.]", "-", ascii_stem.lower())
+    name = re.sub(r"-{2,}", "-", name).strip("-.") or "dataset"
+    return name, name
 
 
 def _as_choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -105,6 +158,33 @@ class Settings:
     mlflow_port: int
     run_dir: Path
     postgres: dict[str, str] = field(default_factory=dict)
+    # Environment and promotion
+    pipeline_env: str = "local"
+    promotion_min_margin: float = 0.10
+    allow_schema_change: bool = False
+    # MLFLOW_EXPERIMENT_NAME / MODEL_NAME_PREFIX when set: they win over the dataset's names.
+    experiment_name_override: str | None = None
+    model_name_prefix_override: str | None = None
+
+    @property
+    def is_production(self) -> bool:
+        """True when PIPELINE_ENV=production: data must match the pinned manifest digest."""
+        return self.pipeline_env == "production"
+
+    def for_data(self, data_path: str | os.PathLike) -> Settings:
+        """These settings for another dataset (a flow's `--data-path`): its path and default names.
+
+        A relative path is taken relative to the project folder, as DATA_PATH is.
+        """
+        path = Path(data_path).expanduser()
+        path = path if path.is_absolute() else self.project_root / path
+        experiment, prefix = names_for_dataset(path)
+        return replace(
+            self,
+            data_path=path,
+            experiment_name=self.experiment_name_override or experiment,
+            model_name_prefix=self.model_name_prefix_override or prefix,
+        )
 
     @property
     def uses_postgres(self) -> bool:
@@ -121,13 +201,15 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
     root = Path(root) if root else PROJECT_ROOT
     env = read_environment(root) if env is None else env
     mlruns = root / "mlruns"
+    data_path = _as_path(env, "DATA_PATH", root / "data" / EEG_DATA_FILE, root)
+    experiment_name, model_name_prefix = names_for_dataset(data_path)
     pca_raw = env.get("PCA_VARIANCE", "")
     pca_variance = (
         None if pca_raw in ("", "0", "none", "off") else env_float(env, "PCA_VARIANCE", 0.0, 0.0, 1.0)
     )
     return Settings(
         project_root=root,
-        data_path=_as_path(env, "DATA_PATH", root / "data" / "emotions.csv", root),
+        data_path=data_path,
         label_column=env.get("LABEL_COLUMN") or "label",
         missing_values=_as_choice(env, "MISSING_VALUES", "drop", MISSING_VALUE_POLICIES),
         reports_dir=_as_path(env, "REPORTS_DIR", root / "reports", root),
@@ -142,8 +224,8 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
         pca_variance=pca_variance,
         mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns / 'mlflow.db'}",
         mlflow_artifact_root=env.get("MLFLOW_ARTIFACT_ROOT") or str(mlruns / "artifacts"),
-        experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or "eeg-emotions",
-        model_name_prefix=env.get("MODEL_NAME_PREFIX") or "eeg-emotion",
+        experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or experiment_name,
+        model_name_prefix=env.get("MODEL_NAME_PREFIX") or model_name_prefix,
         mlflow_host=env.get("MLFLOW_HOST") or "127.0.0.1",
         mlflow_port=env_int(env, "MLFLOW_PORT", 5000, minimum=1),
         run_dir=_as_path(env, "RUN_DIR", root / ".run", root),
@@ -154,6 +236,11 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
             "user": env.get("POSTGRES_USER", ""),
             "password": env.get("POSTGRES_PASSWORD", ""),
         },
+        pipeline_env=_as_choice(env, "PIPELINE_ENV", "local", PIPELINE_ENVIRONMENTS),
+        promotion_min_margin=env_float(env, "PROMOTION_MIN_MARGIN", 0.10, 0.0, 1.0, low_inclusive=True),
+        allow_schema_change=env_bool(env, "ALLOW_SCHEMA_CHANGE", False),
+        experiment_name_override=env.get("MLFLOW_EXPERIMENT_NAME") or None,
+        model_name_prefix_override=env.get("MODEL_NAME_PREFIX") or None,
     )
 
 

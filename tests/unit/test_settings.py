@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modules.errors import ConfigurationError
-from modules.settings import load_settings
+from modules.settings import load_settings, names_for_dataset
 
 
 def test_defaults_need_nothing(tmp_path: Path):
@@ -39,6 +39,11 @@ def test_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.Monkey
         ({"TEST_SIZE": "1.5"}, "TEST_SIZE=1.5 must be between 0.0 and 1.0"),
         ({"SPLIT_PROTOCOL": "leaky"}, "SPLIT_PROTOCOL='leaky' must be one of auto, grouped, random"),
         ({"PCA_VARIANCE": "lots"}, "PCA_VARIANCE='lots' is not a number"),
+        ({"PIPELINE_ENV": "staging"}, "PIPELINE_ENV='staging' must be one of local, production"),
+        ({"PROMOTION_MIN_MARGIN": "-0.1"}, "PROMOTION_MIN_MARGIN=-0.1 must be at least 0 and below 1"),
+        ({"PROMOTION_MIN_MARGIN": "1"}, "PROMOTION_MIN_MARGIN=1 must be at least 0 and below 1"),
+        ({"PROMOTION_MIN_MARGIN": "ten"}, "PROMOTION_MIN_MARGIN='ten' is not a number"),
+        ({"ALLOW_SCHEMA_CHANGE": "maybe"}, "ALLOW_SCHEMA_CHANGE='maybe' must be 1/true/yes or 0/false/no"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, env: dict[str, str], message: str):
@@ -61,3 +66,95 @@ def test_postgres_needs_every_value(tmp_path: Path):
         },
     )
     assert full.uses_postgres
+
+
+def test_environment_and_promotion_defaults(tmp_path: Path):
+    settings = load_settings(root=tmp_path, env={})
+    assert settings.pipeline_env == "local"
+    assert not settings.is_production
+    assert settings.promotion_min_margin == 0.10
+    assert settings.allow_schema_change is False
+
+
+@pytest.mark.parametrize(
+    ("env", "production", "margin", "schema_change"),
+    [
+        ({"PIPELINE_ENV": "production"}, True, 0.10, False),
+        ({"PIPELINE_ENV": ""}, False, 0.10, False),
+        ({"PROMOTION_MIN_MARGIN": "0"}, False, 0.0, False),
+        ({"PROMOTION_MIN_MARGIN": "0.25"}, False, 0.25, False),
+        ({"ALLOW_SCHEMA_CHANGE": "1"}, False, 0.10, True),
+        ({"ALLOW_SCHEMA_CHANGE": "True"}, False, 0.10, True),
+        ({"ALLOW_SCHEMA_CHANGE": "yes"}, False, 0.10, True),
+        ({"ALLOW_SCHEMA_CHANGE": "no"}, False, 0.10, False),
+        ({"ALLOW_SCHEMA_CHANGE": "0"}, False, 0.10, False),
+        ({"ALLOW_SCHEMA_CHANGE": ""}, False, 0.10, False),
+    ],
+)
+def test_environment_and_promotion_values(
+    tmp_path: Path, env: dict[str, str], production: bool, margin: float, schema_change: bool
+):
+    settings = load_settings(root=tmp_path, env=env)
+    assert settings.is_production is production
+    assert settings.promotion_min_margin == pytest.approx(margin)
+    assert settings.allow_schema_change is schema_change
+
+
+def test_dotenv_sets_the_pipeline_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    (tmp_path / ".env").write_text("PIPELINE_ENV=production\nALLOW_SCHEMA_CHANGE=true\n")
+    for name in ("PIPELINE_ENV", "ALLOW_SCHEMA_CHANGE"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(root=tmp_path)
+    assert settings.is_production and settings.allow_schema_change
+
+
+@pytest.mark.parametrize(
+    ("data_path", "names"),
+    [
+        ("data/emotions.csv", ("eeg-emotions", "eeg-emotion")),
+        ("/elsewhere/emotions.csv", ("eeg-emotions", "eeg-emotion")),
+        ("data/digits.csv", ("digits", "digits")),
+        ("My Data (v2).CSV", ("my-data-v2", "my-data-v2")),
+        ("wine_quality.v1.csv", ("wine_quality.v1", "wine_quality.v1")),
+        ("Émotions été.csv", ("emotions-ete", "emotions-ete")),
+        ("???.csv", ("dataset", "dataset")),
+    ],
+)
+def test_names_follow_the_dataset(data_path: str, names: tuple[str, str]):
+    assert names_for_dataset(data_path) == names
+
+
+def test_default_names_follow_data_path(tmp_path: Path):
+    eeg = load_settings(root=tmp_path, env={})
+    assert (eeg.experiment_name, eeg.model_name("svm")) == ("eeg-emotions", "eeg-emotion-svm")
+    digits = load_settings(root=tmp_path, env={"DATA_PATH": "data/digits.csv"})
+    assert digits.experiment_name == "digits"
+    assert (digits.model_name("svm"), digits.model_name("dnn")) == ("digits-svm", "digits-dnn")
+
+
+def test_names_set_in_the_environment_win(tmp_path: Path):
+    env = {"DATA_PATH": "digits.csv", "MLFLOW_EXPERIMENT_NAME": "exp", "MODEL_NAME_PREFIX": "pr"}
+    settings = load_settings(root=tmp_path, env=env)
+    assert (settings.experiment_name, settings.model_name("svm")) == ("exp", "pr-svm")
+    # Also for a data path given on a flow's command line.
+    other = settings.for_data("data/emotions.csv")
+    assert (other.experiment_name, other.model_name("dnn")) == ("exp", "pr-dnn")
+
+
+def test_for_data_follows_a_command_line_data_path(tmp_path: Path):
+    settings = load_settings(root=tmp_path, env={"SEED": "7"})
+    digits = settings.for_data("data/digits.csv")
+    assert digits.data_path == tmp_path / "data" / "digits.csv"
+    assert (digits.experiment_name, digits.model_name("svm")) == ("digits", "digits-svm")
+    assert digits.seed == 7
+    # Back to the EEG data: its names come back, and the original settings are unchanged.
+    eeg = digits.for_data(tmp_path / "emotions.csv")
+    assert (eeg.data_path, eeg.experiment_name, eeg.model_name("svm")) == (
+        tmp_path / "emotions.csv",
+        "eeg-emotions",
+        "eeg-emotion-svm",
+    )
+    assert settings.model_name("svm") == "eeg-emotion-svm"
+    # Only one of the two names set: the other still follows the data.
+    half = load_settings(root=tmp_path, env={"MODEL_NAME_PREFIX": "pr"}).for_data("digits.csv")
+    assert (half.experiment_name, half.model_name("svm")) == ("digits", "pr-svm")
