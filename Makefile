@@ -78,8 +78,8 @@ cards: install ## Save the latest runs' Metaflow cards as HTML in reports/ (tuni
 	$(PY) metaflows_flow/tuning_flow.py card get join $(REPORTS)/tuning_card.html
 	$(PY) metaflows_flow/ml_pipeline_flow.py card get report $(REPORTS)/training_card.html
 
-predict: install ## Score DATA with a champion model into reports/predictions.csv (MODEL=svm|dnn)
-	$(PY) -m modules.prediction $(DATA) --model models:/$(or $(MODEL_NAME_PREFIX),eeg-emotion)-$(MODEL)@champion --out $(REPORTS)/predictions.csv
+predict: install ## Score DATA with the champion of MODEL=svm|dnn trained on DATA (or TRAINED_ON=...; MODEL_URI=... for any model)
+	$(PY) -m modules.prediction $(DATA) $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) --data-path $(or $(TRAINED_ON),$(DATA))) --out $(REPORTS)/predictions.csv
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
 	$(PY) -m modules.tracking ui

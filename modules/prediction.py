@@ -282,6 +282,37 @@ def score_batch(
     return {"rows": len(output), "out_path": str(out_path), "accuracy": accuracy}
 
 
+def _why_no_alias(model_uri: str, masked_uri: str, promotion_report: Path) -> str | None:
+    """One line when `models:/NAME@ALIAS` names no registered model or an alias no version holds.
+
+    None for any other URI or failure (then the caller's generic message applies).
+    """
+    import re
+
+    match = re.fullmatch(r"models:/([^/@]+)@([^/@]+)", model_uri)
+    if match is None:
+        return None
+    name, alias = match.groups()
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    # Only asked after the load failed, to say why in words a person can act on.
+    try:
+        registered = MlflowClient().get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            return None
+        return f"no {alias} for {name}: no model of that name is registered in {masked_uri}; run `make train` first"
+    except Exception:  # an unreachable server: the generic message says where
+        return None
+    if alias in (registered.aliases or {}):
+        return None
+    if alias == "champion":
+        gate = f"no version has passed the promotion gate yet (see {promotion_report})"
+        return f"no champion for {name}: {gate}"
+    return f"no version of {name} has the alias {alias!r}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m modules.prediction DATA`: score a CSV with a registered model (the champion by default)."""
     import argparse
@@ -293,15 +324,30 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     parser = argparse.ArgumentParser(
         prog="python -m modules.prediction",
-        description="Score every row of a feature CSV with a registered MLflow model; writes predicted labels.",
+        description="Score every row of a feature CSV with a registered MLflow model; writes predicted labels. "
+        "By default the champion of the SVM trained on DATA_PATH (e.g. models:/eeg-emotion-svm@champion).",
     )
     parser.add_argument(
         "data", type=Path, help="CSV with the model's feature columns (a label column is optional)"
     )
-    parser.add_argument(
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--family",
+        default="svm",
+        help="model family whose champion scores the rows, e.g. svm or dnn (default: %(default)s); "
+        "its registered name follows the settings and --data-path",
+    )
+    which.add_argument(
         "--model",
-        default=f"models:/{settings.model_name('svm')}@champion",
-        help="model URI (default: %(default)s); e.g. models:/eeg-emotion-dnn@champion or models:/NAME/3",
+        default=None,
+        help="an explicit model URI instead, e.g. models:/eeg-emotion-dnn@champion or models:/NAME/3",
+    )
+    parser.add_argument(
+        "--data-path",
+        type=Path,
+        default=None,
+        help="the dataset the models were trained on; names the registered model like the flows do "
+        "(default: DATA_PATH; emotions.csv -> eeg-emotion-FAMILY, digits.csv -> digits-FAMILY)",
     )
     parser.add_argument(
         "--out",
@@ -311,16 +357,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--label-column", default=settings.label_column, help="label column, if present")
     args = parser.parse_args(argv)
+    if args.data_path is not None:
+        settings = settings.for_data(args.data_path)
+    model_uri = args.model or f"models:/{settings.model_name(args.family)}@champion"
     masked = tracking.connect(settings)
     try:
-        model = tracking.load_model(args.model)
+        model = tracking.load_model(model_uri)
     except Exception as exc:  # MLflow raises many kinds; the person needs one line
+        report = settings.reports_dir / "promotion.json"
+        if report.is_relative_to(settings.project_root):
+            report = report.relative_to(settings.project_root)
+        reason = _why_no_alias(model_uri, masked, report)
         raise TrackingError(
-            f"cannot load {args.model} from {masked} ({type(exc).__name__}); run `make train` first"
+            reason or f"cannot load {model_uri} from {masked} ({type(exc).__name__}); run `make train` first"
         ) from None
     summary = score_batch(model, args.data, args.out, label_column=args.label_column)
     accuracy = "" if summary["accuracy"] is None else f", accuracy {summary['accuracy']:.4f}"
-    print(f"Scored {summary['rows']} rows of {args.data} with {args.model}{accuracy}: {summary['out_path']}")
+    print(f"Scored {summary['rows']} rows of {args.data} with {model_uri}{accuracy}: {summary['out_path']}")
     return 0
 
 

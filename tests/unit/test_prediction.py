@@ -145,3 +145,83 @@ def test_score_batch_names_missing_columns(fitted, tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match=r"rows.csv: missing feature columns f2"):
         score_batch(model, source, tmp_path / "scored.csv")
     assert not (tmp_path / "scored.csv").exists()
+
+
+@pytest.fixture
+def empty_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """A throwaway SQLite MLflow store that the command line's settings point at."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from modules import tracking
+    from modules.settings import get_settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    for name in ("DATA_PATH", "MODEL_NAME_PREFIX", "MLFLOW_EXPERIMENT_NAME", "REPORTS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    tracking.connect(get_settings())
+    MlflowClient().search_registered_models()  # creates the tables now: their log lines are not the CLI's
+    capsys.readouterr()
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame({"f0": [0.1, -0.2], "f1": [1.0, 2.0]}).to_csv(rows, index=False)
+    yield rows
+    get_settings.cache_clear()
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
+def run_prediction_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from modules.errors import run_cli
+    from modules.prediction import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main(args))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_without_a_champion_says_so(
+    empty_registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.create_registered_model("eeg-emotion-svm")
+    # A version that did not pass the gate: challenger, never champion.
+    version = client.create_model_version("eeg-emotion-svm", source=(tmp_path / "model").as_uri())
+    client.set_registered_model_alias("eeg-emotion-svm", "challenger", version.version)
+
+    code, err = run_prediction_cli([str(empty_registry), "--family", "svm"], capsys)
+
+    assert code == 2
+    assert err == (
+        "error: no champion for eeg-emotion-svm: no version has passed the promotion gate yet "
+        "(see reports/promotion.json)\n"
+    )
+    assert not (tmp_path / "predictions.csv").exists()
+
+
+@pytest.mark.slow
+def test_predict_names_the_model_of_the_dataset_when_none_is_registered(
+    empty_registry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_prediction_cli(
+        [str(empty_registry), "--family", "dnn", "--data-path", "data/digits.csv"], capsys
+    )
+    assert code == 2
+    assert err.startswith(
+        "error: no champion for digits-dnn: no model of that name is registered in sqlite:///"
+    )
+    assert err.endswith("run `make train` first\n") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_predict_with_an_explicit_missing_version_keeps_the_generic_message(
+    empty_registry: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_prediction_cli([str(empty_registry), "--model", "models:/eeg-emotion-svm/3"], capsys)
+    assert code == 2
+    assert err.startswith("error: cannot load models:/eeg-emotion-svm/3 from sqlite:///")
+    assert err.count("\n") == 1
