@@ -6,6 +6,10 @@ value is set (SQLite under the project otherwise) and proxies artifacts to MLFLO
 credentials. `MLFLOW_AUTH=basic` adds MLflow's basic-auth app with its user tables in the same
 database.
 
+The PID file (`.run/mlflow-server.pid`) records the server's PID, process group and port:
+`make stop` ends the whole group and whatever of the server still listens on the port, also
+after its leader was killed, and needs none of the auth secrets (only `start` checks them).
+
 Secrets never reach a command line, a log file or a printed line: the database password travels
 to `mlflow server` and `mlflow db upgrade` in the PGPASSWORD environment variable, which libpq
 reads, so every URI we build or print has no password in it; `psql` gets the admin's password as
@@ -101,6 +105,24 @@ class ServerStatus:
     pid: int | None
     url: str
     healthy: bool
+    port: int = 0
+    leftovers: tuple[int, ...] = ()  # processes of a server whose leader has exited (`make stop` ends them)
+    foreign: tuple[int, ...] = ()  # other programs listening on the port
+
+
+@dataclass(frozen=True)
+class StoppedServer:
+    """What `stop_server` did: the leader and the other processes it ended, and who it left alone."""
+
+    port: int
+    leader: int | None = None
+    others: tuple[int, ...] = ()
+    foreign: tuple[int, ...] = ()
+
+    @property
+    def stopped(self) -> bool:
+        """True when any process of the server was running (and is now stopped)."""
+        return self.leader is not None or bool(self.others)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -111,12 +133,32 @@ def config_environment(settings: Settings, env_overrides: Mapping[str, str] | No
     return {**read_environment(settings.project_root), **(env_overrides or {})}
 
 
-def load_server_options(env: Mapping[str, str]) -> ServerOptions:
-    """Read the server options from `env` (see `.env.example`) and check the basic-auth secrets."""
+def load_server_options(env: Mapping[str, str], *, check_auth: bool = True) -> ServerOptions:
+    """Read the server options from `env` (see `.env.example`) and check the basic-auth settings.
+
+    Only starting a server needs the auth settings: `stop`, `status` and the database commands
+    pass `check_auth=False` and work whatever MLFLOW_AUTH and its secrets say.
+    """
     auth = (env.get("MLFLOW_AUTH") or "none").lower()
+    permission = (env.get("MLFLOW_AUTH_DEFAULT_PERMISSION") or "READ").upper()
+    if check_auth:
+        _check_auth_settings(env, auth, permission)
+    return ServerOptions(
+        workers=env_int(env, "MLFLOW_WORKERS", ServerOptions.workers, minimum=1),
+        start_timeout=env_float(env, "MLFLOW_SERVER_START_TIMEOUT", ServerOptions.start_timeout, low=0),
+        stop_timeout=env_float(env, "MLFLOW_SERVER_STOP_TIMEOUT", ServerOptions.stop_timeout, low=0),
+        auth=auth,
+        auth_default_permission=permission,
+        admin_user=env.get("POSTGRES_ADMIN_USER") or "postgres",
+        admin_password=env.get("POSTGRES_ADMIN_PASSWORD") or "",
+        admin_db=env.get("POSTGRES_ADMIN_DB") or "postgres",
+    )
+
+
+def _check_auth_settings(env: Mapping[str, str], auth: str, permission: str) -> None:
+    """MLFLOW_AUTH and its permission are known values; basic auth has its secret key and a long admin password."""
     if auth not in AUTH_MODES:
         raise ConfigurationError(f"MLFLOW_AUTH={auth!r} must be one of {', '.join(AUTH_MODES)}")
-    permission = (env.get("MLFLOW_AUTH_DEFAULT_PERMISSION") or "READ").upper()
     if permission not in AUTH_PERMISSIONS:
         raise ConfigurationError(
             f"MLFLOW_AUTH_DEFAULT_PERMISSION={permission!r} must be one of {', '.join(AUTH_PERMISSIONS)}"
@@ -134,16 +176,6 @@ def load_server_options(env: Mapping[str, str]) -> ServerOptions:
                 f"MLFLOW_AUTH_ADMIN_PASSWORD has {len(admin_password)} characters; "
                 f"MLflow needs at least {MIN_ADMIN_PASSWORD_LENGTH}"
             )
-    return ServerOptions(
-        workers=env_int(env, "MLFLOW_WORKERS", ServerOptions.workers, minimum=1),
-        start_timeout=env_float(env, "MLFLOW_SERVER_START_TIMEOUT", ServerOptions.start_timeout, low=0),
-        stop_timeout=env_float(env, "MLFLOW_SERVER_STOP_TIMEOUT", ServerOptions.stop_timeout, low=0),
-        auth=auth,
-        auth_default_permission=permission,
-        admin_user=env.get("POSTGRES_ADMIN_USER") or "postgres",
-        admin_password=env.get("POSTGRES_ADMIN_PASSWORD") or "",
-        admin_db=env.get("POSTGRES_ADMIN_DB") or "postgres",
-    )
 
 
 def _check_postgres_settings(settings: Settings) -> None:
@@ -293,25 +325,69 @@ def _hide(text: str, secrets: Sequence[str]) -> str:
     return mask_password(text)
 
 
-def read_pid_file(path: Path) -> int | None:
-    """The PID in `path`, or None when the file is missing or holds no positive number."""
+@dataclass(frozen=True)
+class ServerRecord:
+    """What the PID file says: the server's PID, its process group and the port it was started on."""
+
+    pid: int
+    pgid: int
+    port: int | None = None
+
+
+def write_server_record(path: Path, record: ServerRecord) -> None:
+    """Write the PID file: the PID on the first line (what `cat` and older readers expect), then keys."""
+    lines = [str(record.pid), f"pgid={record.pgid}"]
+    if record.port is not None:
+        lines.append(f"port={record.port}")
+    _write_private(path, "\n".join(lines) + "\n")
+
+
+def read_server_record(path: Path) -> ServerRecord | None:
+    """The record in a PID file, or None when it is missing or its first line is no positive number.
+
+    A file of older releases holds only the PID: its process group is the PID (the server is
+    started in its own session) and its port is unknown.
+    """
     try:
-        text = path.read_text().strip()
+        lines = path.read_text().splitlines()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
+    first = lines[0].strip() if lines else ""
+    if not first.isdigit() or int(first) <= 0:
+        return None
+    values = dict(line.strip().partition("=")[::2] for line in lines[1:] if "=" in line)
+    pgid, port = values.get("pgid", ""), values.get("port", "")
+    return ServerRecord(
+        pid=int(first),
+        pgid=int(pgid) if pgid.isdigit() and int(pgid) > 0 else int(first),
+        port=int(port) if port.isdigit() and 0 < int(port) < 65536 else None,
+    )
+
+
+def read_pid_file(path: Path) -> int | None:
+    """The PID in `path`, or None when the file is missing or holds no positive number."""
+    record = read_server_record(path)
+    return record.pid if record else None
+
+
+def _proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent PID, process group) of a process, or None when there is no such process."""
+    if Path("/proc").is_dir():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return fields[0], int(fields[1]), int(fields[2])
+        except (OSError, IndexError, ValueError):
+            return None
+    # macOS and other systems without /proc.
+    result = subprocess.run(["ps", "-o", "stat=,ppid=,pgid=", "-p", str(pid)], capture_output=True, text=True)
+    parts = result.stdout.split()
+    return (parts[0][:1], int(parts[1]), int(parts[2])) if len(parts) >= 3 else None
 
 
 def _process_state(pid: int) -> str | None:
     """The one-letter state of a process (R, S, Z, ...), or None when there is no such process."""
-    if Path("/proc").is_dir():
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return None
-    # macOS and other systems without /proc.
-    result = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
-    return result.stdout.strip()[:1] or None
+    stat = _proc_stat(pid)
+    return stat[0] if stat else None
 
 
 def is_process_alive(pid: int) -> bool:
@@ -333,13 +409,70 @@ def process_command(pid: int) -> list[str]:
     return result.stdout.split()
 
 
-def is_mlflow_server(pid: int) -> bool:
-    """True when `pid` is alive and runs `mlflow server`: a recycled PID is never ours."""
-    if not is_process_alive(pid):
-        return False
-    args = process_command(pid)
-    runs_mlflow = "mlflow" in args or any(Path(arg).name == "mlflow" for arg in args[:2])
-    return runs_mlflow and "server" in args
+def binds_port(args: Sequence[str], port: int) -> bool:
+    """True when an argv asks to serve on `port`: `--port N`, `--port=N`, `-b/--bind HOST:N`.
+
+    Our `mlflow server` and the uvicorn (or gunicorn) supervisor it starts carry the port this
+    way; a process that merely mentions the number elsewhere does not count.
+    """
+    wanted = str(port)
+    for flag, value in zip(args, [*args[1:], ""], strict=True):
+        if (flag == "--port" and value == wanted) or flag == f"--port={wanted}":
+            return True
+        if (flag in ("-b", "--bind") and value.rsplit(":", 1)[-1] == wanted) or (
+            flag.startswith("--bind=") and flag.rsplit(":", 1)[-1] == wanted
+        ):
+            return True
+    return False
+
+
+def _lineage(pid: int, depth: int = 16) -> list[int]:
+    """`pid` and its ancestors, nearest first, up to (not including) PID 1."""
+    chain = []
+    while pid > 1 and len(chain) < depth:
+        stat = _proc_stat(pid)
+        if stat is None:
+            break
+        chain.append(pid)
+        pid = stat[1]
+    return chain
+
+
+def _server_root(pid: int, port: int) -> int | None:
+    """The outermost process in `pid`'s lineage (itself included) that was started to serve `port`.
+
+    A uvicorn worker's own argv names no port, but its parent's does; None when no process of
+    the lineage was started for `port`.
+    """
+    roots = [ancestor for ancestor in _lineage(pid) if binds_port(process_command(ancestor), port)]
+    return roots[-1] if roots else None
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    if Path("/proc").is_dir():
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                stat = _proc_stat(int(entry.name))
+                if stat is not None and stat[0] not in ("Z", "X"):
+                    children.setdefault(stat[1], []).append(int(entry.name))
+        return children
+    result = subprocess.run(["ps", "-A", "-o", "pid=,ppid="], capture_output=True, text=True)
+    for line in result.stdout.splitlines():
+        pid, parent = (int(part) for part in line.split()[:2])
+        children.setdefault(parent, []).append(pid)
+    return children
+
+
+def _with_descendants(pids: set[int]) -> set[int]:
+    children = _children_map()
+    found, queue = set(pids), list(pids)
+    while queue:
+        for child in children.get(queue.pop(), []):
+            if child not in found:
+                found.add(child)
+                queue.append(child)
+    return found
 
 
 def process_group_members(pgid: int) -> list[int]:
@@ -347,14 +480,10 @@ def process_group_members(pgid: int) -> list[int]:
     members: list[int] = []
     if Path("/proc").is_dir():
         for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-                members.append(int(entry.name))
+            if entry.name.isdigit():
+                stat = _proc_stat(int(entry.name))
+                if stat is not None and stat[2] == pgid and stat[0] not in ("Z", "X"):
+                    members.append(int(entry.name))
         return members
     result = subprocess.run(["ps", "-A", "-o", "pid=,pgid=,stat="], capture_output=True, text=True)
     for line in result.stdout.splitlines():
@@ -364,23 +493,172 @@ def process_group_members(pgid: int) -> list[int]:
     return members
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on TCP `port` (any address, IPv4 or IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            # local_address is HEXADDR:HEXPORT; state 0A is LISTEN.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def listening_pids(port: int) -> list[int]:
+    """PIDs of the processes holding a socket that listens on TCP `port` (all that share it)."""
+    if not Path("/proc").is_dir():
+        lsof = shutil.which("lsof")
+        if lsof is None:
+            return []
+        result = subprocess.run(
+            [lsof, "-nP", "-t", f"-iTCP:{port}", "-sTCP:LISTEN"], capture_output=True, text=True
+        )
+        return sorted({int(line) for line in result.stdout.split() if line.isdigit()})
+    targets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    owners: set[int] = set()
+    if not targets:
+        return []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            descriptors = list((entry / "fd").iterdir())
+        except OSError:  # gone, or another user's process
+            continue
+        for descriptor in descriptors:
+            try:
+                if os.readlink(descriptor) in targets:
+                    owners.add(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return sorted(owners)
+
+
+@dataclass(frozen=True)
+class ServerProcesses:
+    """The processes of this project's server: found from the PID file and from the port's owners.
+
+    `leader` is the PID file's `mlflow server` while it runs; `leftovers` are its other
+    processes (uvicorn supervisor, workers), also those orphaned when the leader was killed;
+    `groups` are the process groups that are wholly ours; `foreign` hold the port but were not
+    started by us (left alone).
+    """
+
+    port: int
+    leader: int | None = None
+    leftovers: tuple[int, ...] = ()
+    groups: tuple[int, ...] = ()
+    foreign: tuple[int, ...] = ()
+
+    @property
+    def pids(self) -> list[int]:
+        """Every process of ours, leader first."""
+        return ([self.leader] if self.leader else []) + [p for p in self.leftovers if p != self.leader]
+
+    @property
+    def found(self) -> bool:
+        return bool(self.pids)
+
+
+def _own_processes() -> tuple[set[int], int]:
+    """This process and its ancestors (never signalled), and this process's group."""
+    return set(_lineage(os.getpid())) | {os.getpid()}, os.getpgid(0)
+
+
+def find_server_processes(settings: Settings) -> ServerProcesses:
+    """Find the server of the PID file, its process group, and whatever of it listens on its port.
+
+    A process counts as ours when it is in the PID file's process group (whose leader is our
+    server, or has exited: Linux reuses no PID while its process group lives), or when it or an
+    ancestor was started to serve our port (`--port N`). Command-line words such as `mlflow`
+    prove nothing.
+    """
+    record = read_server_record(pid_file_path(settings))
+    port = record.port if record and record.port else settings.mlflow_port
+    own, own_group = _own_processes()
+    owners = listening_pids(port)
+    leader = None
+    ours: set[int] = set()
+    groups: set[int] = set()
+    if record is not None and record.pgid != own_group:
+        members = process_group_members(record.pgid)
+        leader_alive = is_process_alive(record.pid)
+        # A live PID-file process is ours only when it was started for our port (not a recycled PID).
+        if leader_alive and binds_port(process_command(record.pid), port):
+            leader = record.pid
+        # With the leader gone, its group is still ours when a member serves our port.
+        if leader is not None or (
+            not leader_alive and any(m in owners or _server_root(m, port) is not None for m in members)
+        ):
+            groups.add(record.pgid)
+            ours.update(members)
+            if leader is not None:
+                ours.add(leader)
+    foreign = []
+    for owner in owners:
+        if owner in ours:
+            continue
+        root = _server_root(owner, port)
+        if root is None or root in own:
+            foreign.append(owner)
+        else:
+            ours |= _with_descendants({root})
+    ours -= own
+    return ServerProcesses(
+        port=port,
+        leader=leader,
+        leftovers=tuple(sorted(ours - {leader} if leader else ours)),
+        groups=tuple(sorted(groups)),
+        foreign=tuple(sorted(set(foreign) - ours)),
+    )
+
+
 def _send(pid: int, signum: int, *, group: bool) -> None:
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         if group:  # killpg reaches the workers even after the group leader itself has exited
             os.killpg(pid, signum)
         else:
             os.kill(pid, signum)
 
 
-def _wait_for_group_exit(pid: int, timeout: float) -> bool:
+def _alive(pids: Sequence[int], groups: Sequence[int]) -> list[int]:
+    """Which of `pids` and of the members of `groups` still run (our own children are reaped)."""
+    members = {member for group in groups for member in process_group_members(group)}
+    return sorted(pid for pid in set(pids) | members if is_process_alive(pid))
+
+
+def _wait_until_gone(pids: Sequence[int], groups: Sequence[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while True:
-        is_process_alive(pid)  # reaps our own child
-        if not process_group_members(pid) and not is_process_alive(pid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
+        alive = _alive(pids, groups)
+        if not alive or time.monotonic() >= deadline:
+            return alive
         time.sleep(0.1)
+
+
+def terminate_processes(pids: Sequence[int], groups: Sequence[int] = (), timeout: float = 15.0) -> list[int]:
+    """SIGTERM the process groups and the processes; SIGKILL what is left after `timeout` seconds.
+
+    Returns the PIDs still alive at the end (none, unless a process cannot be signalled).
+    """
+    for signum, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        # A request stuck on an unreachable artifact store blocks the graceful shutdown: hence SIGKILL.
+        for group in groups:
+            _send(group, signum, group=True)
+        for pid in _alive(pids, ()):
+            _send(pid, signum, group=False)
+        alive = _wait_until_gone(pids, groups, wait)
+        if not alive:
+            break
+    for pid in [*pids, *groups]:
+        _CHILDREN.pop(pid, None)
+    return alive
 
 
 def terminate_process_group(pid: int, timeout: float = 15.0) -> None:
@@ -389,18 +667,16 @@ def terminate_process_group(pid: int, timeout: float = 15.0) -> None:
         group = os.getpgid(pid) == pid
     except ProcessLookupError:
         group = bool(process_group_members(pid))  # the leader is gone, its workers may not be
-    _send(pid, signal.SIGTERM, group=group)
-    if not _wait_for_group_exit(pid, timeout):
-        # A request stuck on an unreachable artifact store blocks the graceful shutdown.
-        _send(pid, signal.SIGKILL, group=group)
-        _wait_for_group_exit(pid, 5.0)
-    _CHILDREN.pop(pid, None)
+    terminate_processes([pid], [pid] if group else [], timeout=timeout)
 
 
 def running_server_pid(settings: Settings) -> int | None:
-    """The PID of this project's server when its PID file points at a live `mlflow server`."""
-    pid = read_pid_file(pid_file_path(settings))
-    return pid if pid is not None and is_mlflow_server(pid) else None
+    """The PID of this project's server when its PID file points at a live server started for its port."""
+    record = read_server_record(pid_file_path(settings))
+    if record is None or not is_process_alive(record.pid):
+        return None
+    port = record.port or settings.mlflow_port
+    return record.pid if binds_port(process_command(record.pid), port) else None
 
 
 def _remove_run_files(settings: Settings) -> None:
@@ -436,8 +712,10 @@ def _ensure_port_free(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.settimeout(1.0)
         if sock.connect_ex((_url_host(host).strip("[]"), port)) == 0:
+            holders = listening_pids(port)
+            by = f", {_describe_foreign(holders)}" if holders else ""
             raise TrackingError(
-                f"port {port} on {host} is already in use by another process; "
+                f"port {port} on {host} is already in use by another process{by}; "
                 "stop it or set MLFLOW_PORT to a free port"
             )
 
@@ -518,6 +796,12 @@ def start_server(
     existing = running_server_pid(settings)
     if existing is not None:
         raise ServerAlreadyRunning(existing, url)
+    leftovers = find_server_processes(settings)
+    if leftovers.found:  # the PID file stays: `make stop` needs it to find them
+        raise TrackingError(
+            f"processes of this project's last MLflow server (pids {_pid_list(leftovers.pids)}) still "
+            f"hold port {leftovers.port}; run `make stop` first"
+        )
     _remove_run_files(settings)  # stale files of a server that is gone
     _ensure_port_free(settings.mlflow_host, settings.mlflow_port)
     check_database(settings)
@@ -547,7 +831,11 @@ def start_server(
     finally:
         os.close(log_fd)
     _CHILDREN[process.pid] = process
-    _write_private(pid_file_path(settings), f"{process.pid}\n")
+    try:
+        pgid = os.getpgid(process.pid)
+    except ProcessLookupError:  # exited at once: _wait_until_healthy reports it with the log
+        pgid = process.pid
+    write_server_record(pid_file_path(settings), ServerRecord(process.pid, pgid, settings.mlflow_port))
     try:
         startup = _wait_until_healthy(
             url, process, timeout, log_path, [settings.postgres.get("password", "")]
@@ -568,26 +856,55 @@ def start_server(
     )
 
 
-def stop_server(settings: Settings, *, timeout: float = 15.0) -> bool:
-    """Stop the server of the PID file and all its workers; False when none was running.
+def stop_server(settings: Settings, *, timeout: float = 15.0) -> StoppedServer:
+    """Stop the server of the PID file with its whole process group, and whatever of it holds its port.
 
-    A PID file whose process is gone or is no `mlflow server` (a recycled PID) is stale: it is
-    removed and nothing is signalled.
+    The processes are found by `find_server_processes`, so workers orphaned by a killed leader
+    are stopped too, while a recycled PID or another program on the port is never signalled.
+    SIGTERM first, SIGKILL after `timeout` seconds. The PID file is removed only when none of the
+    server's processes is left; otherwise TrackingError names the survivors and the file stays.
     """
-    pid = running_server_pid(settings)
-    if pid is not None:
-        terminate_process_group(pid, timeout=timeout)
+    found = find_server_processes(settings)
+    if found.found:
+        terminate_processes(found.pids, found.groups, timeout=timeout)
+        left = find_server_processes(settings)
+        if left.found:
+            raise TrackingError(
+                f"could not stop pids {_pid_list(left.pids)} of the MLflow server on port {left.port}; "
+                f"{pid_file_path(settings)} is kept so that `make stop` can try again"
+            )
     _remove_run_files(settings)
-    return pid is not None
+    others = tuple(pid for pid in found.pids if pid != found.leader)
+    return StoppedServer(port=found.port, leader=found.leader, others=others, foreign=found.foreign)
 
 
 def server_status(settings: Settings) -> ServerStatus:
-    """Whether the server of the PID file runs and answers GET /health."""
-    pid = running_server_pid(settings)
-    url = server_url(settings)
+    """Whether the server of the PID file runs and answers GET /health, and what else holds its port."""
+    found = find_server_processes(settings)
+    url = f"http://{_url_host(settings.mlflow_host)}:{found.port}"
+    running = found.leader is not None
     return ServerStatus(
-        running=pid is not None, pid=pid, url=url, healthy=pid is not None and _answers_health(url)
+        running=running,
+        pid=found.leader,
+        url=url,
+        healthy=running and _answers_health(url),
+        port=found.port,
+        leftovers=() if running else found.leftovers,
+        foreign=found.foreign,
     )
+
+
+def _pid_list(pids: Sequence[int]) -> str:
+    return ", ".join(str(pid) for pid in pids)
+
+
+def _describe_foreign(pids: Sequence[int]) -> str:
+    """`pid 123 (nginx)`: which programs hold a port, by name only (argv may hold secrets)."""
+    names = []
+    for pid in pids:
+        args = process_command(pid)
+        names.append(f"pid {pid} ({Path(args[0]).name})" if args else f"pid {pid}")
+    return ", ".join(names)
 
 
 def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
@@ -793,25 +1110,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = load_settings()
-    options = load_server_options(config_environment(settings))
     if args.command == "start":
         return _start(settings, args.timeout)
+    # Only `start` needs the auth settings: stopping or checking a server never asks for its secrets.
+    options = load_server_options(config_environment(settings), check_auth=False)
     if args.command == "stop":
-        pid = running_server_pid(settings)
         timeout = options.stop_timeout if args.timeout is None else args.timeout
-        if stop_server(settings, timeout=timeout):
-            _say(f"Stopped the MLflow tracking server (pid {pid}) and its workers.")
+        result = stop_server(settings, timeout=timeout)
+        if result.leader is not None:
+            _say(f"Stopped the MLflow tracking server (pid {result.leader}) and its workers.")
+        elif result.others:
+            _say(
+                f"Stopped {len(result.others)} leftover processes of the MLflow tracking server on port "
+                f"{result.port} (pids {_pid_list(result.others)}); its main process had already exited."
+            )
         else:
             _say("MLflow tracking server not running (no live server in the PID file).")
+        if result.foreign:
+            _say(
+                f"Port {result.port} is in use by {_describe_foreign(result.foreign)}, which "
+                "`make mlflow_server` did not start: left alone."
+            )
         return 0
     if args.command == "status":
         status = server_status(settings)
-        if not status.running:
+        if status.running:
+            health = "healthy" if status.healthy else "not answering GET /health"
+            _say(f"MLflow tracking server running at {status.url} (pid {status.pid}, {health}).")
+            return 0
+        if status.leftovers:
+            _say(
+                f"MLflow tracking server not running, but {len(status.leftovers)} of its processes "
+                f"(pids {_pid_list(status.leftovers)}) still hold port {status.port}: `make stop` ends them."
+            )
+        else:
             _say("MLflow tracking server not running.")
-            return 1
-        health = "healthy" if status.healthy else "not answering GET /health"
-        _say(f"MLflow tracking server running at {status.url} (pid {status.pid}, {health}).")
-        return 0
+        if status.foreign:
+            _say(f"Port {status.port} is in use by {_describe_foreign(status.foreign)}.")
+        return 1
     if args.command == "db-init":
         pg = settings.postgres
         _say(

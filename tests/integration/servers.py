@@ -25,6 +25,7 @@ from modules.errors import ConfigurationError
 from modules.settings import PROJECT_ROOT, Settings, load_settings
 from modules.tracking_server import (
     ServerHandle,
+    StoppedServer,
     db_init,
     find_postgres_binary,
     start_server,
@@ -321,7 +322,8 @@ class MlflowServer:
     def artifact_root(self) -> str:
         return self.settings.mlflow_artifact_root
 
-    def stop(self) -> bool:
+    def stop(self) -> StoppedServer:
+        """`make stop`: the server's whole process group and anything of it left on its port."""
         return stop_server(self.settings)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +32,11 @@ from modules.tracking_server import (
     check_tracking_server,
     db_upgrade,
     is_process_alive,
+    listening_pids,
     pid_file_path,
     process_command,
+    process_group_members,
+    read_server_record,
     running_server_pid,
     start_server,
 )
@@ -281,7 +286,12 @@ def test_start_twice_status_stop_leave_nothing_behind(
     server = launch_mlflow_server(env)
     try:
         pid, settings = server.handle.pid, server.settings
-        assert server.handle.pid_file.read_text().strip() == str(pid)
+        record = read_server_record(server.handle.pid_file)
+        assert record is not None and (record.pid, record.pgid, record.port) == (
+            pid,
+            pid,
+            settings.mlflow_port,
+        )
 
         second = _cli(env, "start")
         assert second.returncode == 0, second.stderr
@@ -318,6 +328,58 @@ def test_start_twice_status_stop_leave_nothing_behind(
         assert again.returncode == 0
         assert "not running" in again.stdout
         assert _cli(env, "status").returncode == 1
+    finally:
+        server.stop()
+
+
+def test_stop_after_the_leader_was_killed_leaves_nothing_on_the_port(
+    postgres_server: PostgresDatabase, gcs_emulator: GcsEmulator, tmp_path: Path
+) -> None:
+    """SIGKILL of `mlflow server` orphans its uvicorn workers; `make stop` must still end them.
+
+    Before the fix, `stop` said "not running", deleted the PID file and left the workers serving
+    the port, so that the next `make mlflow_server` failed. It runs here with MLFLOW_AUTH=basic and
+    no secret set, which made `stop` and `status` exit 2 before.
+    """
+    env = mlflow_server_env(
+        postgres_server,
+        gcs_emulator,
+        tmp_path / "run",
+        artifact_prefix="killed",
+        extra={"MLFLOW_WORKERS": "2"},
+    )
+    server = launch_mlflow_server(env)
+    port = server.settings.mlflow_port
+    try:
+        pid = server.handle.pid
+        group = process_group_members(pid)
+        assert len(group) >= 4  # mlflow server, uvicorn's supervisor, two workers
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while is_process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        orphans = [member for member in group if member != pid and is_process_alive(member)]
+        assert orphans and listening_pids(port)  # still serving
+        assert requests.get(f"{server.tracking_uri}/health", timeout=10).status_code == 200
+
+        no_secret = {**env, "MLFLOW_AUTH": "basic", "MLFLOW_FLASK_SERVER_SECRET_KEY": ""}
+        status = _cli(no_secret, "status")
+        assert status.returncode == 1, status.stderr
+        assert f"still hold port {port}: `make stop` ends them" in status.stdout
+
+        stopped = _cli(no_secret, "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert f"Stopped {len(orphans)} leftover processes of the MLflow tracking server on port {port}" in (
+            stopped.stdout
+        )
+        assert listening_pids(port) == []
+        assert [member for member in group if is_process_alive(member)] == []
+        assert not server.handle.pid_file.exists()
+        assert _cli(no_secret, "status").returncode == 1
+
+        # The port is free again: the next `make mlflow_server` starts.
+        again = launch_mlflow_server(env)
+        assert again.stop().leader == again.handle.pid
     finally:
         server.stop()
 

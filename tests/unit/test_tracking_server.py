@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,20 +18,27 @@ from modules.errors import ConfigurationError, TrackingError
 from modules.settings import PROJECT_ROOT, load_settings
 from modules.tracking_server import (
     ServerOptions,
+    ServerRecord,
     backend_store_uri,
+    binds_port,
     build_server_command,
     check_database,
     check_tracking_server,
-    is_mlflow_server,
+    find_server_processes,
     is_process_alive,
+    listening_pids,
     load_server_options,
+    main,
     pid_file_path,
     process_group_members,
     read_pid_file,
+    read_server_record,
     running_server_pid,
+    server_status,
     server_url,
     stop_server,
     write_auth_config,
+    write_server_record,
 )
 
 INSTALL_SERVER_SCRIPT = PROJECT_ROOT / "infra" / "postgres" / "install_server.sh"
@@ -123,6 +134,29 @@ def test_basic_auth_needs_a_secret_key_and_a_long_admin_password() -> None:
         load_server_options({"MLFLOW_WORKERS": "0"})
 
 
+def test_only_start_checks_the_auth_settings() -> None:
+    for env in ({"MLFLOW_AUTH": "basic"}, {"MLFLOW_AUTH": "ldap", "MLFLOW_AUTH_DEFAULT_PERMISSION": "ALL"}):
+        options = load_server_options({**env, "MLFLOW_SERVER_STOP_TIMEOUT": "3"}, check_auth=False)
+        assert options.stop_timeout == 3.0
+
+
+def test_stop_and_status_need_no_auth_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """MLFLOW_AUTH=basic without its secret key: `make stop` and `status` still answer (they exited 2)."""
+    monkeypatch.setenv("RUN_DIR", str(tmp_path / ".run"))
+    monkeypatch.setenv("MLFLOW_PORT", str(_free_port()))
+    monkeypatch.setenv("MLFLOW_AUTH", "basic")
+    monkeypatch.setenv("MLFLOW_FLASK_SERVER_SECRET_KEY", "")
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "short")
+    assert main(["stop"]) == 0
+    assert capsys.readouterr().out == "MLflow tracking server not running (no live server in the PID file).\n"
+    assert main(["status"]) == 1
+    assert capsys.readouterr().out == "MLflow tracking server not running.\n"
+    with pytest.raises(ConfigurationError, match="MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        main(["start"])
+
+
 def test_options_defaults() -> None:
     assert load_server_options({}) == ServerOptions()
 
@@ -145,7 +179,7 @@ def test_stale_pid_file_counts_as_not_running(tmp_path: Path) -> None:
     pid_file.write_text(finished.stdout)  # the PID of a process that has exited
 
     assert running_server_pid(settings) is None
-    assert stop_server(settings) is False
+    assert stop_server(settings).stopped is False
     assert not pid_file.exists()
 
 
@@ -155,9 +189,9 @@ def test_pid_file_of_another_program_is_never_signalled(tmp_path: Path) -> None:
     pid_file.parent.mkdir(parents=True)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        pid_file.write_text(f"{other.pid}\n")  # a recycled PID: alive, but no `mlflow server`
+        pid_file.write_text(f"{other.pid}\n")  # a recycled PID: alive, but not started for our port
         assert running_server_pid(settings) is None
-        assert stop_server(settings) is False
+        assert stop_server(settings).stopped is False
         assert other.poll() is None
         assert not pid_file.exists()
     finally:
@@ -174,55 +208,187 @@ def test_unreadable_pid_file(tmp_path: Path) -> None:
     assert read_pid_file(path) == 1234
 
 
-def _fake_server(ignores_sigterm: str) -> subprocess.Popen[bytes]:
-    """A process group that looks like `mlflow server` with one worker child.
+def test_pid_file_records_the_process_group_and_the_port(tmp_path: Path) -> None:
+    path = tmp_path / "x.pid"
+    write_server_record(path, ServerRecord(pid=1234, pgid=1230, port=5055))
+    assert path.read_text() == "1234\npgid=1230\nport=5055\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert read_server_record(path) == ServerRecord(1234, 1230, 5055)
+    assert read_pid_file(path) == 1234
+    path.write_text("1234\n")  # written by an older release: the group is the PID, the port unknown
+    assert read_server_record(path) == ServerRecord(1234, 1234, None)
 
-    `ignores_sigterm` is "none", "leader" or "worker": who survives a plain SIGTERM.
+
+def test_a_port_is_ours_only_when_the_command_line_asks_to_serve_it() -> None:
+    assert binds_port(["python", "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", "5055"], 5055)
+    assert binds_port(["uvicorn", "--port=5055", "app"], 5055)
+    assert binds_port(["gunicorn", "-b", "127.0.0.1:5055", "app"], 5055)
+    assert binds_port(["gunicorn", "--bind=0.0.0.0:5055"], 5055)
+    assert not binds_port(["python", "-m", "mlflow", "server", "--port", "5000"], 5055)
+    assert not binds_port(["python", "-m", "http.server", "5055"], 5055)  # mentions it, not ours
+    assert not binds_port(["mlflow", "server"], 5055)  # words prove nothing
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _fake_server(port: int, ignores_sigterm: str = "none") -> subprocess.Popen[bytes]:
+    """A process group shaped like `mlflow server --port N`: a leader and one worker that listens on N.
+
+    The worker's own argv names no port (as uvicorn's spawned workers); `ignores_sigterm` is
+    "none", "leader" or "worker": who survives a plain SIGTERM.
     """
-    ignore = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    ignore = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     worker = (
-        ignore if ignores_sigterm == "worker" else ""
-    ) + "import time; print(1, flush=True); time.sleep(60)"
+        (ignore if ignores_sigterm == "worker" else "")
+        + "import socket, time\n"
+        + "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        + f"s.bind(('127.0.0.1', {port})); s.listen()\n"
+        + "print(1, flush=True); time.sleep(60)\n"
+    )
     code = (
         "import signal, subprocess, sys, time\n"
-        + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignores_sigterm == "leader" else "")
+        + (ignore if ignores_sigterm == "leader" else "")
         + f"w = subprocess.Popen([sys.executable, '-c', {worker!r}], stdout=subprocess.PIPE)\n"
         + "w.stdout.readline()\n"
         + "print('ready', flush=True)\n"
         + "time.sleep(60)\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", code, "mlflow", "server"], stdout=subprocess.PIPE, start_new_session=True
+        [sys.executable, "-c", code, "--port", str(port)], stdout=subprocess.PIPE, start_new_session=True
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == b"ready"
     return process
 
 
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Clean-up of a test that failed half-way: the fake server's group, by its own id."""
+    if process_group_members(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _write_record(settings, process: subprocess.Popen[bytes], port: int | None) -> Path:
+    pid_file = pid_file_path(settings)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    write_server_record(pid_file, ServerRecord(process.pid, process.pid, port))
+    return pid_file
+
+
 @pytest.mark.parametrize("ignores_sigterm", ["none", "leader", "worker"])
 def test_stop_ends_the_whole_process_group(tmp_path: Path, ignores_sigterm: str) -> None:
-    settings = settings_for(tmp_path)
-    process = _fake_server(ignores_sigterm)
+    port = _free_port()
+    settings = settings_for(tmp_path, MLFLOW_PORT=str(port))
+    process = _fake_server(port, ignores_sigterm)
     try:
-        pid_file = pid_file_path(settings)
-        pid_file.parent.mkdir(parents=True)
-        pid_file.write_text(f"{process.pid}\n")
+        pid_file = _write_record(settings, process, port)
         members = process_group_members(process.pid)
         assert process.pid in members and len(members) == 2
-        assert is_mlflow_server(process.pid)
+        assert running_server_pid(settings) == process.pid
+        assert len(listening_pids(port)) == 1 and listening_pids(port)[0] in members
 
         # Whoever ignores SIGTERM is killed once the timeout has passed.
-        assert stop_server(settings, timeout=0.5) is True
+        stopped = stop_server(settings, timeout=0.5)
+        assert stopped.leader == process.pid and len(stopped.others) == 1
 
         process.wait(timeout=5)
         assert not any(is_process_alive(pid) for pid in members)
         assert process_group_members(process.pid) == []
+        assert listening_pids(port) == []
         assert not pid_file.exists()
-        assert stop_server(settings) is False
+        assert stop_server(settings).stopped is False
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        _kill_group(process)
+
+
+def _kill_leader(process: subprocess.Popen[bytes]) -> list[int]:
+    """SIGKILL the leader only, as the OOM killer or `kill -9` would; returns the orphaned workers."""
+    members = process_group_members(process.pid)
+    process.kill()
+    process.wait()
+    workers = [pid for pid in members if pid != process.pid]
+    assert workers and all(is_process_alive(pid) for pid in workers)
+    return workers
+
+
+def test_workers_orphaned_by_a_killed_leader_are_found_and_stopped(tmp_path: Path) -> None:
+    port = _free_port()
+    settings = settings_for(tmp_path, MLFLOW_PORT=str(port))
+    process = _fake_server(port)
+    try:
+        pid_file = _write_record(settings, process, port)
+        workers = _kill_leader(process)
+        assert listening_pids(port) == workers  # the worker still serves the port
+
+        status = server_status(settings)
+        assert (status.running, status.leftovers) == (False, tuple(workers))
+        stopped = stop_server(settings, timeout=5)
+        assert (stopped.leader, stopped.others) == (None, tuple(workers))
+        assert listening_pids(port) == []
+        assert not any(is_process_alive(pid) for pid in workers)
+        assert not pid_file.exists()
+    finally:
+        _kill_group(process)
+
+
+def test_server_on_its_port_is_found_without_a_pid_file(tmp_path: Path) -> None:
+    """The state an older `make stop` left behind (or `make clean`): no PID file, a server on the port."""
+    port = _free_port()
+    settings = settings_for(tmp_path, MLFLOW_PORT=str(port))
+    process = _fake_server(port)
+    try:
+        members = process_group_members(process.pid)
+        found = find_server_processes(settings)
+        # The listening worker names no port; its parent was started with `--port N`.
+        assert found.leader is None and sorted(found.pids) == sorted(members)
+        assert stop_server(settings, timeout=5).others == tuple(sorted(members))
+        process.wait(timeout=5)
+        assert listening_pids(port) == []
+    finally:
+        _kill_group(process)
+
+
+def test_another_program_on_the_port_is_left_alone(tmp_path: Path) -> None:
+    port = _free_port()
+    settings = settings_for(tmp_path, MLFLOW_PORT=str(port))
+    code = f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); print(1, flush=True); time.sleep(60)"
+    other = subprocess.Popen([sys.executable, "-c", code, "mlflow", "server"], stdout=subprocess.PIPE)
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == b"1"
+        pid_file = pid_file_path(settings)
+        pid_file.parent.mkdir(parents=True)
+        pid_file.write_text("999999\npgid=999999\n")  # a server long gone
+        stopped = stop_server(settings, timeout=1)
+        assert (stopped.stopped, stopped.foreign) == (False, (other.pid,))
+        assert other.poll() is None
+        assert not pid_file.exists()  # nothing of ours is left
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_stop_that_leaves_a_survivor_keeps_the_pid_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = _free_port()
+    settings = settings_for(tmp_path, MLFLOW_PORT=str(port))
+    process = _fake_server(port)
+    try:
+        pid_file = _write_record(settings, process, port)
+        # A process we may not signal (another user's, say): every signal is refused.
+        monkeypatch.setattr("modules.tracking_server._send", lambda *args, **kwargs: None)
+        started = time.monotonic()
+        with pytest.raises(TrackingError, match=rf"could not stop pids {process.pid}, \d+ .* is kept"):
+            stop_server(settings, timeout=0.2)
+        assert time.monotonic() - started < 30
+        assert pid_file.exists()
+    finally:
+        _kill_group(process)
 
 
 def test_check_tracking_server_fails_fast_on_a_closed_port() -> None:
