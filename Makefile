@@ -51,35 +51,35 @@ install: $(RUNTIME_STAMP) ## Install the runtime requirements into .venv (skippe
 install-dev: $(DEV_STAMP) ## Install runtime + test/lint requirements into .venv
 
 data: install ## Download the Kaggle dataset into data/, or build the offline sample (FORCE=1 overwrites)
-	$(PY) -m modules.data fetch --out $(DATA) $(if $(FORCE),--force)
+	$(PY) -m modules.data fetch --out "$(DATA)" $(if $(FORCE),--force)
 
 sample: install ## Build the simulated-EEG sample dataset offline (FORCE=1 overwrites)
-	$(PY) -m modules.sample_data --out $(DATA) $(if $(FORCE),--force)
+	$(PY) -m modules.sample_data --out "$(DATA)" $(if $(FORCE),--force)
 
 eda: install ## Write EDA and correlation reports (JSON, PNG, HTML) into reports/
-	$(PY) -m analysis.eda $(DATA) $(REPORTS) --label-column $(LABEL_COLUMN)
-	$(PY) -m analysis.correlation_analysis $(DATA) $(REPORTS) --label-column $(LABEL_COLUMN) --top-n $(TOP_N)
+	$(PY) -m analysis.eda "$(DATA)" "$(REPORTS)" --label-column $(LABEL_COLUMN)
+	$(PY) -m analysis.correlation_analysis "$(DATA)" "$(REPORTS)" --label-column $(LABEL_COLUMN) --top-n $(TOP_N)
 
 tune: install ## Run TuningFlow: tune the SVM and the DNN, tracked in MLflow
-	$(PY) metaflows_flow/tuning_flow.py run --data-path $(DATA) --label-column $(LABEL_COLUMN)
+	$(PY) metaflows_flow/tuning_flow.py run --data-path "$(DATA)" --label-column $(LABEL_COLUMN)
 
 train: install ## Run MLPipelineFlow on the latest TuningFlow run (RUN_ID=... picks one)
-	REPORTS_DIR=$(REPORTS) $(PY) metaflows_flow/ml_pipeline_flow.py run --tuning-flow-run-id $(RUN_ID)
+	REPORTS_DIR="$(REPORTS)" $(PY) metaflows_flow/ml_pipeline_flow.py run --tuning-flow-run-id $(RUN_ID)
 
 run: install ## Everything on embedded defaults: venv, data, EDA, tuning, training, registry
-	@if [ ! -f $(DATA) ]; then $(MAKE) --no-print-directory data; else echo "Using the dataset $(DATA)"; fi
+	@if [ ! -f "$(DATA)" ]; then $(MAKE) --no-print-directory data; else echo "Using the dataset $(DATA)"; fi
 	$(MAKE) --no-print-directory eda
 	$(MAKE) --no-print-directory tune
 	$(MAKE) --no-print-directory train
 	@echo "Pipeline finished: reports in $(REPORTS)/, runs and registered models in MLflow (make mlflow_ui)."
 
 cards: install ## Save the latest runs' Metaflow cards as HTML in reports/ (tuning search, training report)
-	@mkdir -p $(REPORTS)
-	$(PY) metaflows_flow/tuning_flow.py card get join $(REPORTS)/tuning_card.html
-	$(PY) metaflows_flow/ml_pipeline_flow.py card get report $(REPORTS)/training_card.html
+	@mkdir -p "$(REPORTS)"
+	$(PY) metaflows_flow/tuning_flow.py card get join "$(REPORTS)/tuning_card.html"
+	$(PY) metaflows_flow/ml_pipeline_flow.py card get report "$(REPORTS)/training_card.html"
 
 predict: install ## Score DATA with the champion of MODEL=svm|dnn trained on DATA (or TRAINED_ON=...; MODEL_URI=... for any model)
-	$(PY) -m modules.prediction $(DATA) $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) --data-path $(or $(TRAINED_ON),$(DATA))) --out $(REPORTS)/predictions.csv
+	$(PY) -m modules.prediction "$(DATA)" $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) --data-path "$(or $(TRAINED_ON),$(DATA))") --out "$(REPORTS)/predictions.csv"
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
 	$(PY) -m modules.tracking ui
@@ -117,4 +117,4 @@ bench: install ## Run the speed benchmarks in bench/ (figures as ratios against 
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean: ## Remove generated reports, local MLflow store and Metaflow datastore (keeps data/ and .venv)
-	rm -rf $(REPORTS) mlruns .metaflow .run
+	rm -rf "$(REPORTS)" mlruns .metaflow .run
