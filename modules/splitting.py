@@ -26,11 +26,15 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from modules.data import quote_value
 from modules.errors import ConfigurationError, DataValidationError, run_cli
 
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("auto", "grouped", "random")
+# The final SVM calibrates its probabilities on 3 stratified folds of the training part
+# (`calibration_cv` of modules.tune_svm.fit_svm_model): every class needs that many training rows.
+CALIBRATION_FOLDS = 3
 _HALF = re.compile(r"^(?P<stem>.*)_(?P<half>[ab])(?P<tail>2?)$")
 
 
@@ -246,6 +250,24 @@ def _group_labels(groups: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     return top["group"].to_numpy(), top["label"].to_numpy(), mixed
 
 
+def held_out_count(n: int, test_size: float) -> int:
+    """How many of a class's `n` rows (or recordings) the held-out split takes: about `test_size`
+    of them, at least one when there are two or more, never all."""
+    return 0 if n < 2 else min(max(1, round(test_size * n)), n - 1)
+
+
+def min_rows_per_class(n_splits: int, test_size: float) -> int:
+    """Fewest rows a class needs under the random protocol: once the held-out split has taken its
+    share, StratifiedKFold needs `n_splits` training rows of every class (and the final SVM's
+    calibration CALIBRATION_FOLDS). With 5 folds and test_size 0.2 that is 6, not 5."""
+    need = max(n_splits, CALIBRATION_FOLDS)
+    # n - held_out_count(n) is never above n * (1 - test_size) + 0.5: no smaller n can do.
+    rows = max(need, int((need - 1) / (1.0 - test_size)))
+    while rows - held_out_count(rows, test_size) < need:
+        rows += 1
+    return rows
+
+
 def _stratified_take(items: np.ndarray, strata: np.ndarray, test_size: float, seed: int) -> np.ndarray:
     """A stratified random sample of `items` of about test_size of each stratum (at least one
     from every stratum with two or more items, and never a whole stratum)."""
@@ -255,7 +277,7 @@ def _stratified_take(items: np.ndarray, strata: np.ndarray, test_size: float, se
         members = items[strata == stratum]
         if len(members) < 2:
             continue
-        take = min(max(1, round(test_size * len(members))), len(members) - 1)
+        take = held_out_count(len(members), test_size)
         chosen.append(rng.choice(members, size=take, replace=False))
     return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=items.dtype)
 
@@ -268,13 +290,18 @@ def make_split(
     seed: int = 42,
     *,
     recordings: Recordings | None = None,
+    n_splits: int | None = None,
 ) -> Split:
     """Split rows once into train and held-out test.
 
     "grouped": whole recordings go to one side (stratified by each recording's label);
     "random": rows stratified by label; "auto": grouped when recordings are found, random
-    otherwise. Pass `recordings` to reuse a `detect_recordings` result.
+    otherwise. Pass `recordings` to reuse a `detect_recordings` result, and `n_splits` (CV_FOLDS)
+    to check at once that the training part can give that many stratified CV folds
+    (`check_folds_possible`), so that a too-small class fails here and not in the search.
     """
+    if n_splits is not None:
+        _check_n_splits(n_splits)
     if protocol not in PROTOCOLS:
         raise ConfigurationError(f"split protocol {protocol!r} must be one of {', '.join(PROTOCOLS)}")
     _check_test_size(test_size)
@@ -313,7 +340,7 @@ def make_split(
         small = classes[class_counts < 2]
         if len(small):
             raise DataValidationError(
-                f"class {str(small[0])!r} has {int(class_counts[classes == small[0]][0])} row; "
+                f"class {quote_value(small[0])} has {int(class_counts[classes == small[0]][0])} row; "
                 f"a stratified split needs at least 2 rows per class"
             )
         in_test = np.isin(rows, _stratified_take(rows, y, test_size, seed))
@@ -322,13 +349,13 @@ def make_split(
     missing_train = sorted(set(classes.tolist()) - set(y[train_index].tolist()))
     if missing_train:
         raise DataValidationError(
-            f"the {chosen} split left no training rows of class {missing_train[0]!r}; "
+            f"the {chosen} split left no training rows of class {quote_value(missing_train[0])}; "
             f"it needs more recordings of that class or a smaller test_size (now {test_size:g})"
         )
     missing_test = sorted(set(classes.tolist()) - set(y[test_index].tolist()))
     if missing_test:
         logger.warning("the %s test part has no rows of class(es) %s", chosen, ", ".join(missing_test))
-    return Split(
+    split = Split(
         protocol=chosen,
         train_index=train_index,
         test_index=test_index,
@@ -338,6 +365,113 @@ def make_split(
         n_recordings=recordings.n_chains if recordings.found else 0,
         requested_protocol=protocol,
     )
+    if n_splits is not None:
+        check_folds_possible(split, y, n_splits)
+    return split
+
+
+def _check_n_splits(n_splits: object) -> None:
+    if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2:
+        raise ConfigurationError(f"n_splits={n_splits!r} must be a whole number of at least 2 (CV_FOLDS)")
+
+
+def _training_labels(
+    split: Split, labels: Sequence | pd.Series | np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The training rows' labels, and all rows' labels when they were given (else None)."""
+    y = np.asarray(labels).astype(str)
+    if len(y) == split.n_rows:
+        return y[split.train_index], y
+    if len(y) != len(split.train_index):
+        raise DataValidationError(
+            f"{len(y)} labels for a split of {split.n_rows} rows ({len(split.train_index)} in training); "
+            f"pass all rows' labels or the training rows' labels"
+        )
+    return y, None
+
+
+def _shortfall(
+    name: str,
+    unit: str,
+    total: int | None,
+    train: int,
+    need: int,
+    why: str,
+    test_size: float,
+    in_all: int | None = None,
+) -> DataValidationError:
+    """One line: the class, its rows or recordings, what the held-out split took, what is needed."""
+    if total is None:
+        had = f"class {quote_value(name)} has {train} training {unit}"
+    else:
+        had = (
+            f"class {quote_value(name)} has {total} {unit}; the held-out split takes {total - train} "
+            f"(TEST_SIZE={test_size:g}), leaving {train} for training"
+        )
+    # Fewer folds help only when they still leave every class its calibration rows.
+    lower = (
+        f" or set CV_FOLDS to {train} or less"
+        if train >= (CALIBRATION_FOLDS if unit == "rows" else 2)
+        else ""
+    )
+    so = f", so {in_all} {unit} in all" if in_all else ""
+    return DataValidationError(
+        f"{had}, but {why} needs {need} training {unit} per class{so}: "
+        f"add {unit} of {quote_value(name)}{lower}"
+    )
+
+
+def check_folds_possible(split: Split, labels: Sequence | pd.Series | np.ndarray, n_splits: int) -> None:
+    """Raise DataValidationError (one line naming the class, its counts and what is needed) when the
+    training part cannot give `n_splits` stratified CV folds.
+
+    Random protocol: StratifiedKFold needs `n_splits` training rows of every class, and the final
+    SVM's probability calibration CALIBRATION_FOLDS (so a class needs `min_rows_per_class` rows in
+    all). Grouped protocol: at least `n_splits` recordings in training, and `n_splits` training
+    recordings of every class, so that every fold validates on every class.
+    """
+    _check_n_splits(n_splits)
+    y_train, y_all = _training_labels(split, labels)
+    classes, train_counts = np.unique(y_train, return_counts=True)
+    totals = None if y_all is None else dict(zip(*np.unique(y_all, return_counts=True), strict=True))
+    if split.protocol == "grouped":
+        if split.groups is None:
+            raise ConfigurationError("a grouped split without group ids cannot give grouped folds")
+        groups = split.groups[split.train_index]
+        n_groups = len(np.unique(groups))
+        if n_groups < n_splits:
+            raise DataValidationError(
+                f"the training part has {n_groups} recordings, fewer than the {n_splits} CV folds asked "
+                f"for; lower CV_FOLDS to {n_groups} or less"
+            )
+        train_recordings = pd.DataFrame({"g": groups, "y": y_train}).drop_duplicates().groupby("y").size()
+        all_recordings = (
+            None
+            if y_all is None
+            else pd.DataFrame({"g": split.groups, "y": y_all}).drop_duplicates().groupby("y").size()
+        )
+        short = train_recordings[train_recordings < n_splits]
+        if len(short):
+            name = str(short.sort_values(kind="stable").index[0])
+            raise _shortfall(
+                name,
+                "recordings",
+                None if all_recordings is None else int(all_recordings[name]),
+                int(train_recordings[name]),
+                n_splits,
+                f"grouped {n_splits}-fold cross-validation (each fold validates on whole recordings)",
+                split.test_size,
+            )
+    need = max(n_splits, CALIBRATION_FOLDS)
+    if train_counts.min() < need:
+        position = int(np.argmin(train_counts))
+        name = str(classes[position])
+        why = f"{n_splits}-fold cross-validation"
+        if n_splits < CALIBRATION_FOLDS:
+            why += f" with the SVM's {CALIBRATION_FOLDS}-fold probability calibration"
+        in_all = min_rows_per_class(n_splits, split.test_size) if split.protocol == "random" else None
+        total = None if totals is None else int(totals[classes[position]])
+        raise _shortfall(name, "rows", total, int(train_counts[position]), need, why, split.test_size, in_all)
 
 
 def cv_folds(
@@ -354,37 +488,13 @@ def cv_folds(
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2:
-        raise ConfigurationError(f"n_splits={n_splits!r} must be a whole number of at least 2 (CV_FOLDS)")
+    check_folds_possible(split, labels, n_splits)
     seed = split.seed if seed is None else seed
-    y = np.asarray(labels).astype(str)
-    if len(y) == split.n_rows:
-        y = y[split.train_index]
-    elif len(y) != len(split.train_index):
-        raise DataValidationError(
-            f"{len(y)} labels for a split of {split.n_rows} rows ({len(split.train_index)} in training); "
-            f"pass all rows' labels or the training rows' labels"
-        )
-    classes, counts = np.unique(y, return_counts=True)
+    y, _ = _training_labels(split, labels)
     if split.protocol == "grouped":
-        if split.groups is None:
-            raise ConfigurationError("a grouped split without group ids cannot give grouped folds")
-        groups = split.groups[split.train_index]
-        n_groups = len(np.unique(groups))
-        if n_groups < n_splits:
-            raise DataValidationError(
-                f"the training part has {n_groups} recordings, fewer than the {n_splits} CV folds asked "
-                f"for; lower CV_FOLDS to {n_groups} or less"
-            )
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        folds = list(splitter.split(np.zeros(len(y)), y, groups))
+        folds = list(splitter.split(np.zeros(len(y)), y, split.groups[split.train_index]))
     else:
-        if counts.min() < n_splits:
-            small = str(classes[np.argmin(counts)])
-            raise DataValidationError(
-                f"class {small!r} has {int(counts.min())} training rows, fewer than the {n_splits} CV folds "
-                f"asked for; lower CV_FOLDS or add rows"
-            )
         splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         folds = list(splitter.split(np.zeros(len(y)), y))
     empty = [k for k, (_, validation) in enumerate(folds) if len(validation) == 0]

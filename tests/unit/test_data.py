@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import importlib.util
 import json
 import logging
+import lzma
 import os
 import socket
 import subprocess
@@ -17,7 +20,17 @@ import pytest
 from sklearn.datasets import load_wine
 
 from modules import data as data_module
-from modules.data import Dataset, fetch_dataset, kaggle_credentials, load_dataset, main
+from modules.data import (
+    WIDE_DATASET_COLUMNS,
+    CsvFormat,
+    Dataset,
+    dataset_schema_summary,
+    detect_csv_format,
+    fetch_dataset,
+    kaggle_credentials,
+    load_dataset,
+    main,
+)
 from modules.errors import ConfigurationError, DataValidationError, run_cli
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +128,40 @@ def _with_missing(tmp: Path) -> Path:
     return edit_cell(path, 9, 3, "NaN")
 
 
+def _semicolons_wide(tmp: Path) -> Path:
+    """A 2,600-column semicolon-separated file: its header alone is about 30,000 characters."""
+    path = tmp / "wide_semicolons.csv"
+    names = [f"mean_{k}_a" for k in range(2600)] + ["label"]
+    path.write_text(";".join(names) + "\n" + ";".join(["0.5"] * 2600 + ["a"]) + "\n")
+    return path
+
+
+def _long_cell(tmp: Path) -> Path:
+    return edit_cell(write_table(tmp / "longcell.csv"), 3, 1, "x" * 5000)
+
+
+def _zip_archive(tmp: Path) -> Path:
+    import zipfile
+
+    path = tmp / "inside.csv"
+    with zipfile.ZipFile(path, "w") as bundle:
+        bundle.writestr("emotions.csv", "f0,label\n1,a\n")
+    return path
+
+
+def _broken_gzip(tmp: Path) -> Path:
+    path = tmp / "broken.csv"
+    path.write_bytes(gzip.compress(write_table(tmp / "plain.csv").read_bytes())[:40])
+    (tmp / "plain.csv").unlink()
+    return path
+
+
+def _binary_in_gzip(tmp: Path) -> Path:
+    path = tmp / "packed_binary.csv.gz"
+    path.write_bytes(gzip.compress(bytes(range(256)) * 8))
+    return path
+
+
 BAD_INPUTS = {
     "missing file": (_missing, {}, ["dataset not found", "nowhere.csv"]),
     "empty file": (_empty, {}, ["empty.csv is empty"]),
@@ -140,6 +187,27 @@ BAD_INPUTS = {
         {"missing": "reject"},
         ["2 of 15 rows have missing values", "row 2", "column 'f0'", "MISSING_VALUES=drop"],
     ),
+    "semicolon-separated wide header": (
+        _semicolons_wide,
+        {},
+        [
+            "has a single column 'mean_0_a;mean_1_a;",
+            "... (30095 characters); expected comma-separated",
+            "(its header holds 2600 semicolons: save the file comma-separated)",
+        ],
+    ),
+    "long cell value": (
+        _long_cell,
+        {},
+        ["column 'f1' is not numeric: value 'xxxx", "... (5000 characters) at row 3"],
+    ),
+    "zip archive": (_zip_archive, {}, ["inside.csv is not a CSV text file: it is a ZIP archive"]),
+    "broken gzip": (_broken_gzip, {}, ["broken.csv is gzip-compressed but cannot be decompressed"]),
+    "binary inside gzip": (
+        _binary_in_gzip,
+        {},
+        ["not a CSV text file (binary content inside its gzip compression)"],
+    ),
 }
 
 
@@ -159,6 +227,7 @@ def test_bad_input_raises_one_line_naming_the_problem(tmp_path: Path, case: str)
         load_dataset(path, **options)
     message = str(caught.value)
     assert "\n" not in message
+    assert len(message) < 700  # long headers and values are cut, with their length
     for words in expected:
         assert words in message
     assert sorted(tmp_path.iterdir()) == before  # nothing written
@@ -177,6 +246,67 @@ def test_bad_input_cli_prints_one_error_line_and_exits_nonzero(
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert expected[0] in lines[0]
     assert captured.out == ""
+
+
+def write_classes(path: Path, counts: dict[str, int], features: int = 4, seed: int = 0) -> Path:
+    """A CSV with `counts[name]` rows of each class (no recordings: the split is random)."""
+    rng = np.random.default_rng(seed)
+    labels = [name for name, count in counts.items() for _ in range(count)]
+    frame = pd.DataFrame(
+        np.round(rng.normal(size=(len(labels), features)), 3), columns=[f"f{k}" for k in range(features)]
+    )
+    frame["label"] = labels
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _class_of_cv_folds_rows(tmp: Path) -> Path:
+    """Class C has exactly CV_FOLDS (5) rows: enough for the old check, not once the test split takes one."""
+    return write_classes(tmp / "five.csv", {"A": 20, "B": 20, "C": 5})
+
+
+def _class_short_after_dropping(tmp: Path) -> Path:
+    """Class C has 6 rows, one of them without its label: once it is dropped, 5 are left (as above)."""
+    path = write_classes(tmp / "six_one_missing.csv", {"A": 20, "B": 20, "C": 6})
+    return edit_cell(path, 46, 4, "")
+
+
+# Inputs that load but that the split and its CV folds cannot use: the CLI splits as tuning will.
+SPLIT_BAD_INPUTS = {
+    "class of exactly CV_FOLDS rows": (
+        _class_of_cv_folds_rows,
+        "class 'C' has 5 rows; the held-out split takes 1 (TEST_SIZE=0.2), leaving 4 for training, but "
+        "5-fold cross-validation needs 5 training rows per class, so 6 rows in all",
+    ),
+    "the same after dropping a row with a missing label": (
+        _class_short_after_dropping,
+        "class 'C' has 5 rows; the held-out split takes 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SPLIT_BAD_INPUTS))
+def test_class_too_small_for_the_split_and_folds_fails_validation(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make, expected = SPLIT_BAD_INPUTS[case]
+    path = make(tmp_path)
+    assert load_dataset(path, min_class_rows=5).class_counts["C"] == 5  # the old check passes it
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(lambda: main(["validate", str(path), "--cv-folds", "5"]))
+    assert stopped.value.code == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_a_class_with_one_row_more_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_classes(tmp_path / "six.csv", {"A": 20, "B": 20, "C": 6})
+    assert main(["validate", str(path), "--cv-folds", "5"]) == 0
+    assert "split: random split (seed 42, test_size 0.2): 37 train rows, 9 test rows; 5-fold" in (
+        capsys.readouterr().out
+    )
 
 
 def _run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -203,6 +333,21 @@ def test_bad_input_real_process_exit_code(tmp_path: Path, case: str) -> None:
     assert lines[0].startswith("error: ") and expected[0] in lines[0]
 
 
+# The split cases in a real process, with the defaults the pipeline uses.
+SPLIT_DEFAULTS = {"CV_FOLDS": "5", "TEST_SIZE": "0.2", "SPLIT_PROTOCOL": "auto", "SEED": "42"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(SPLIT_BAD_INPUTS))
+def test_split_bad_input_real_process_exit_code(tmp_path: Path, case: str) -> None:
+    make, expected = SPLIT_BAD_INPUTS[case]
+    result = _run_module("validate", str(make(tmp_path)), env=SPLIT_DEFAULTS)
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0]
+
+
 def test_first_header_loses_the_savetxt_prefix(tmp_path: Path) -> None:
     dataset = load_dataset(write_table(tmp_path / "ok.csv"))
     assert isinstance(dataset, Dataset)
@@ -227,6 +372,108 @@ def test_missing_values_are_dropped_with_one_warning_that_counts_them(
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "\n" not in warnings[0]
     assert "dropped 2 of 15 rows with missing values" in warnings[0]
+
+
+def _read_like_plain(path: Path, plain: Path) -> None:
+    """`path` loads to exactly what the plain UTF-8 `plain` loads to."""
+    got, want = load_dataset(path), load_dataset(plain)
+    pd.testing.assert_frame_equal(got.features, want.features)
+    assert got.labels.tolist() == want.labels.tolist()
+
+
+@pytest.mark.parametrize(
+    ("name", "encode", "expected"),
+    [
+        ("gzip, any name", lambda text: gzip.compress(text.encode()), CsvFormat("gzip", "utf-8")),
+        ("bz2", lambda text: bz2.compress(text.encode()), CsvFormat("bz2", "utf-8")),
+        ("xz", lambda text: lzma.compress(text.encode()), CsvFormat("xz", "utf-8")),
+        ("utf-16 with BOM", lambda text: text.encode("utf-16"), CsvFormat(None, "utf-16")),
+        ("utf-16 without BOM", lambda text: text.encode("utf-16-le"), CsvFormat(None, "utf-16-le")),
+        ("utf-8 with BOM", lambda text: text.encode("utf-8-sig"), CsvFormat(None, "utf-8-sig")),
+        ("utf-32", lambda text: text.encode("utf-32"), CsvFormat(None, "utf-32")),
+        ("gzip of utf-16", lambda text: gzip.compress(text.encode("utf-16")), CsvFormat("gzip", "utf-16")),
+    ],
+)
+def test_compressed_and_unicode_csvs_are_read(tmp_path: Path, name: str, encode, expected: CsvFormat) -> None:
+    plain = write_table(tmp_path / "plain.csv")
+    path = tmp_path / "table.csv"  # the name says nothing: the content decides
+    path.write_bytes(encode(plain.read_text()))
+    assert detect_csv_format(path) == expected
+    _read_like_plain(path, plain)
+
+
+def test_gz_name_on_a_plain_file_is_read_as_plain_text(tmp_path: Path) -> None:
+    plain = write_table(tmp_path / "plain.csv")
+    misnamed = tmp_path / "table.csv.gz"
+    misnamed.write_bytes(plain.read_bytes())
+    _read_like_plain(misnamed, plain)
+
+
+def test_blanks_around_labels_are_removed_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "spaces.csv"
+    path.write_text("x,y,label\n1,2,NEUTRAL \n3,4,NEUTRAL\n5,6, POSITIVE\n7,8,POSITIVE\n9,10,  \n")
+    with caplog.at_level(logging.WARNING, logger="modules.data"):
+        dataset = load_dataset(path)
+    assert dataset.classes == ["NEUTRAL", "POSITIVE"]
+    assert dataset.class_counts == {"NEUTRAL": 2, "POSITIVE": 2}
+    assert dataset.dropped_rows == 1  # a blank label is a missing one
+    warnings = [record.getMessage() for record in caplog.records]
+    assert len(warnings) == 2
+    assert warnings[0] == (
+        f"{path}: removed blanks around 3 of 5 values of label column 'label' "
+        "(e.g. 'NEUTRAL ' -> 'NEUTRAL'); they would have been classes of their own"
+    )
+    assert (
+        "dropped 1 of 5 rows with missing values (first at row 5, column 'label' (the label))" in warnings[1]
+    )
+
+
+def test_each_warning_is_logged_once_per_file_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pipeline loads its dataset in several places: the same news once is enough."""
+    path = _with_missing(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="modules.data"):
+        for _ in range(3):
+            assert load_dataset(path).dropped_rows == 2
+        assert len(caplog.records) == 1
+        edit_cell(path, 5, 1, "")  # new content, new digest: worth saying again
+        load_dataset(path)
+        assert len(caplog.records) == 2
+        fresh = write_table(tmp_path / "fresh.csv", seed=3)
+        edit_cell(fresh, 2, 0, "")
+        assert load_dataset(fresh, quiet=True).dropped_rows == 1  # a reload by digest says nothing
+        assert len(caplog.records) == 2
+    assert "dropped 3 of 15 rows" in caplog.records[1].getMessage()
+
+
+def test_schema_summary_of_a_very_wide_dataset_is_compact() -> None:
+    columns = 19_500  # MLflow refuses a dataset schema this wide
+    features = pd.DataFrame(np.zeros((3, columns)), columns=[f"c{k}" for k in range(columns)])
+    features["c7"] = features["c7"].astype(np.int64)
+    labels = pd.Series(["a", "b", "a"], name="target")
+    summary = dataset_schema_summary(features, labels, "f" * 64)
+    assert columns > WIDE_DATASET_COLUMNS == 1000
+    assert summary == {
+        "digest": "f" * 64,
+        "rows": 3,
+        "columns": columns + 1,
+        "feature_columns": columns,
+        "first_columns": ["c0", "c1", "c2", "c3", "c4"],
+        "last_columns": [f"c{k}" for k in range(columns - 5, columns)],
+        "dtypes": {"float64": columns - 1, "int64": 1},
+        "label_column": "target",
+        "label_dtype": str(labels.dtype),
+        "classes": 2,
+    }
+    assert len(json.dumps(summary)) < 1000
+    narrow = dataset_schema_summary(features.iloc[:, :7], labels, "0")
+    assert narrow["first_columns"] == ["c0", "c1", "c2", "c3", "c4"] and narrow["last_columns"] == [
+        "c5",
+        "c6",
+    ]
 
 
 def test_missing_label_counts_as_a_missing_value(tmp_path: Path) -> None:

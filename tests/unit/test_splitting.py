@@ -13,7 +13,17 @@ import pytest
 from sklearn.datasets import load_wine
 
 from modules.errors import ConfigurationError, DataValidationError
-from modules.splitting import Split, cv_folds, detect_recordings, main, make_split, paired_half_columns
+from modules.splitting import (
+    CALIBRATION_FOLDS,
+    Split,
+    check_folds_possible,
+    cv_folds,
+    detect_recordings,
+    main,
+    make_split,
+    min_rows_per_class,
+    paired_half_columns,
+)
 
 HAS_SAMPLE_BUILDER = importlib.util.find_spec("modules.sample_data") is not None
 CLASSES = ("NEGATIVE", "NEUTRAL", "POSITIVE")
@@ -198,12 +208,12 @@ def test_recordings_that_mix_labels_are_stratified_by_their_majority(
 
 
 def test_split_round_trips_through_json() -> None:
-    features, labels, _ = chained_table([8] * 9)
+    features, labels, _ = chained_table([8] * 15)
     split = make_split(features, labels, seed=11)
     stored = json.loads(json.dumps(split.to_dict()))
     restored = Split.from_dict(stored)
     assert restored.protocol == split.protocol and restored.seed == 11 and restored.test_size == 0.2
-    assert restored.n_recordings == split.n_recordings == 9
+    assert restored.n_recordings == split.n_recordings == 15
     for name in ("train_index", "test_index", "groups"):
         assert np.array_equal(getattr(restored, name), getattr(split, name))
     assert restored.to_dict() == split.to_dict()
@@ -280,10 +290,114 @@ def test_too_few_recordings_for_the_folds_names_the_numbers() -> None:
 def test_too_few_rows_of_a_class_for_random_folds() -> None:
     wine_x, wine_y = wine_table()
     split = make_split(wine_x.iloc[:70], wine_y.iloc[:70], seed=0)  # class "1" has 11 rows there
-    with pytest.raises(
-        DataValidationError, match="class '1' has 9 training rows, fewer than the 10 CV folds"
-    ):
+    with pytest.raises(DataValidationError) as caught:
         cv_folds(split, wine_y.iloc[:70], n_splits=10)
+    assert str(caught.value) == (
+        "class '1' has 11 rows; the held-out split takes 2 (TEST_SIZE=0.2), leaving 9 for training, but "
+        "10-fold cross-validation needs 10 training rows per class, so 12 rows in all: "
+        "add rows of '1' or set CV_FOLDS to 9 or less"
+    )
+    with pytest.raises(DataValidationError, match="class '1' has 9 training rows, but 10-fold"):
+        cv_folds(split, wine_y.iloc[:70].iloc[split.train_index], n_splits=10)  # training labels only
+
+
+def table_with_classes(counts: dict[str, int], seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    """Rows of separable classes, no recordings (a random split)."""
+    rng = np.random.default_rng(seed)
+    labels = [name for name, count in counts.items() for _ in range(count)]
+    centres = {name: k for k, name in enumerate(counts)}
+    features = pd.DataFrame(
+        rng.normal(size=(len(labels), 4)) + np.array([[centres[y]] for y in labels]),
+        columns=["f0", "f1", "f2", "f3"],
+    )
+    return features, pd.Series(labels, name="label")
+
+
+@pytest.mark.parametrize(
+    ("n_splits", "test_size", "rows"),
+    [(5, 0.2, 6), (10, 0.2, 12), (3, 0.2, 4), (2, 0.2, 4), (5, 0.5, 9), (2, 0.9, 25), (5, 0.05, 6)],
+)
+def test_fewest_rows_per_class_for_the_split_and_its_folds(
+    n_splits: int, test_size: float, rows: int
+) -> None:
+    assert min_rows_per_class(n_splits, test_size) == rows
+    # The decision table agrees with what make_split and cv_folds really do, at the edge.
+    for count, works in ((rows - 1, False), (rows, True)):
+        features, labels = table_with_classes({"A": 40, "B": 40, "C": count})
+        split = make_split(features, labels, protocol="random", test_size=test_size, seed=0)
+        if works:
+            assert len(cv_folds(split, labels, n_splits=n_splits)) == n_splits
+            make_split(features, labels, protocol="random", test_size=test_size, seed=0, n_splits=n_splits)
+        else:
+            with pytest.raises(DataValidationError, match=f"class 'C' has {count} rows"):
+                make_split(
+                    features, labels, protocol="random", test_size=test_size, seed=0, n_splits=n_splits
+                )
+
+
+def test_a_class_of_exactly_cv_folds_rows_fails_at_the_split_not_in_the_search() -> None:
+    features, labels = table_with_classes({"A": 20, "B": 20, "C": 5})
+    with pytest.raises(DataValidationError) as caught:
+        make_split(features, labels, protocol="random", test_size=0.2, seed=42, n_splits=5)
+    assert str(caught.value) == (
+        "class 'C' has 5 rows; the held-out split takes 1 (TEST_SIZE=0.2), leaving 4 for training, but "
+        "5-fold cross-validation needs 5 training rows per class, so 6 rows in all: "
+        "add rows of 'C' or set CV_FOLDS to 4 or less"
+    )
+    assert make_split(features, labels, protocol="random", test_size=0.2, seed=42).n_rows == 45  # unchecked
+
+
+def test_two_folds_still_leave_the_svm_its_calibration_rows() -> None:
+    features, labels = table_with_classes({"A": 20, "B": 20, "C": 3})
+    with pytest.raises(DataValidationError) as caught:
+        make_split(features, labels, protocol="random", seed=0, n_splits=2)
+    assert (
+        f"leaving 2 for training, but 2-fold cross-validation with the SVM's {CALIBRATION_FOLDS}-fold "
+        "probability calibration needs 3 training rows per class, so 4 rows in all: add rows of 'C'"
+    ) in str(caught.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_splits", [2, 5])
+def test_the_smallest_class_that_passes_is_enough_for_tuning_and_the_final_fit(n_splits: int) -> None:
+    """The real minimum: the SVM search on the CV folds and the calibrated final fit both run."""
+    from modules.tune_svm import fit_svm_model, tune_svm
+
+    rows = min_rows_per_class(n_splits, 0.2)
+    features, labels = table_with_classes({"A": 30, "B": 30, "C": rows})
+    split = make_split(features, labels, protocol="random", seed=0, n_splits=n_splits)
+    X, y = features.iloc[split.train_index], labels.iloc[split.train_index].to_numpy()
+    result = tune_svm(
+        X, y, cv_folds(split, labels, n_splits=n_splits), max_candidates=2, n_jobs=1, progress=None
+    )
+    model = fit_svm_model(result.best_params, X, y, n_jobs=1)
+    assert sorted(model.classes_) == ["A", "B", "C"]
+
+
+def test_grouped_folds_need_enough_recordings_of_every_class() -> None:
+    # Three recordings a class: the held-out split takes one, two are left for three folds.
+    features, labels, _ = chained_table([8] * 9)
+    split = make_split(features, labels, protocol="grouped", seed=0)
+    with pytest.raises(DataValidationError) as caught:
+        check_folds_possible(split, labels, 3)
+    assert str(caught.value) == (
+        "class 'NEGATIVE' has 3 recordings; the held-out split takes 1 (TEST_SIZE=0.2), leaving 2 for "
+        "training, but grouped 3-fold cross-validation (each fold validates on whole recordings) needs 3 "
+        "training recordings per class: add recordings of 'NEGATIVE' or set CV_FOLDS to 2 or less"
+    )
+    with pytest.raises(DataValidationError, match="class 'NEGATIVE' has 3 recordings"):
+        make_split(features, labels, protocol="grouped", seed=0, n_splits=3)
+    folds = cv_folds(split, labels, n_splits=2)
+    y_train = labels.iloc[split.train_index].to_numpy()
+    assert all(set(y_train[validation]) == set(CLASSES) for _, validation in folds)
+
+
+def test_long_class_names_are_cut_in_messages() -> None:
+    name = "N" * 1000
+    features, labels = table_with_classes({"A": 20, "B": 20, name: 5})
+    with pytest.raises(DataValidationError) as caught:
+        make_split(features, labels, protocol="random", n_splits=5)
+    assert "... (1000 characters) has 5 rows" in str(caught.value) and len(str(caught.value)) < 700
 
 
 def test_labels_of_the_wrong_length_are_refused() -> None:
