@@ -27,7 +27,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -171,6 +171,11 @@ class CsvFormat:
             parts.append(self.encoding.upper().replace("-SIG", " with a byte-order mark"))
         return " ".join(parts) or "UTF-8"
 
+    def read_options(self) -> dict[str, str | None]:
+        """`pd.read_csv(path, **fmt.read_options())`: the compression found by content (never pandas'
+        guess from the file name) and the encoding."""
+        return {"compression": self.compression, "encoding": self.encoding}
+
 
 def _open_binary(path: Path, compression: str | None) -> BinaryIO:
     if compression == "gzip":
@@ -230,6 +235,12 @@ def detect_csv_format(path: str | os.PathLike) -> CsvFormat:
         inner = f" inside its {compression} compression" if compression else ""
         raise DataValidationError(f"{path} is not a CSV text file (binary content{inner})")
     return CsvFormat(compression, encoding)
+
+
+def read_raw_csv(path: str | os.PathLike, **options: Any) -> pd.DataFrame:
+    """`pd.read_csv` of a file as `load_dataset` reads it (gzip, UTF-16, ...), without validation:
+    for reports that need the file as written (missing values before rows were dropped)."""
+    return pd.read_csv(path, **detect_csv_format(path).read_options(), **options)
 
 
 def _read_header(path: Path, fmt: CsvFormat) -> list[str]:
@@ -293,7 +304,7 @@ def _check_header(path: Path, raw: list[str], label_column: str) -> list[str]:
 def _parse_csv(path: Path, names: list[str], label_column: str, fmt: CsvFormat) -> pd.DataFrame:
     """Parse with pandas' C parser (about 0.2-0.4 s for the 44 MB file, see bench/bench_data.py)."""
     # The compression we found by content, never pandas' guess from the file name.
-    options = {"header": 0, "names": names, "index_col": False, **asdict(fmt)}
+    options = {"header": 0, "names": names, "index_col": False, **fmt.read_options()}
     try:
         # index_col=False: never turn a first column into the index when rows end with a comma.
         frame = pd.read_csv(path, **options)

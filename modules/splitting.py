@@ -32,8 +32,9 @@ from modules.errors import ConfigurationError, DataValidationError, run_cli
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("auto", "grouped", "random")
-# The final SVM calibrates its probabilities on 3 stratified folds of the training part
-# (`calibration_cv` of modules.tune_svm.fit_svm_model): every class needs that many training rows.
+# The final SVM calibrates its probabilities on 3 folds of the training part (`cv_folds` of the
+# split, so by recording on a grouped split): every class needs that many training rows, or
+# recordings. The pipeline's calibration should use this constant.
 CALIBRATION_FOLDS = 3
 _HALF = re.compile(r"^(?P<stem>.*)_(?P<half>[ab])(?P<tail>2?)$")
 
@@ -408,12 +409,8 @@ def _shortfall(
             f"class {quote_value(name)} has {total} {unit}; the held-out split takes {total - train} "
             f"(TEST_SIZE={test_size:g}), leaving {train} for training"
         )
-    # Fewer folds help only when they still leave every class its calibration rows.
-    lower = (
-        f" or set CV_FOLDS to {train} or less"
-        if train >= (CALIBRATION_FOLDS if unit == "rows" else 2)
-        else ""
-    )
+    # Fewer folds help only when they still leave every class its calibration rows or recordings.
+    lower = f" or set CV_FOLDS to {train} or less" if train >= CALIBRATION_FOLDS else ""
     so = f", so {in_all} {unit} in all" if in_all else ""
     return DataValidationError(
         f"{had}, but {why} needs {need} training {unit} per class{so}: "
@@ -427,8 +424,8 @@ def check_folds_possible(split: Split, labels: Sequence | pd.Series | np.ndarray
 
     Random protocol: StratifiedKFold needs `n_splits` training rows of every class, and the final
     SVM's probability calibration CALIBRATION_FOLDS (so a class needs `min_rows_per_class` rows in
-    all). Grouped protocol: at least `n_splits` recordings in training, and `n_splits` training
-    recordings of every class, so that every fold validates on every class.
+    all). Grouped protocol: at least `n_splits` recordings in training, and max(`n_splits`,
+    CALIBRATION_FOLDS) training recordings of every class, so that every fold validates on every class.
     """
     _check_n_splits(n_splits)
     y_train, y_all = _training_labels(split, labels)
@@ -450,16 +447,20 @@ def check_folds_possible(split: Split, labels: Sequence | pd.Series | np.ndarray
             if y_all is None
             else pd.DataFrame({"g": split.groups, "y": y_all}).drop_duplicates().groupby("y").size()
         )
-        short = train_recordings[train_recordings < n_splits]
+        need = max(n_splits, CALIBRATION_FOLDS)
+        short = train_recordings[train_recordings < need]
         if len(short):
             name = str(short.sort_values(kind="stable").index[0])
+            why = f"grouped {n_splits}-fold cross-validation"
+            if n_splits < CALIBRATION_FOLDS:
+                why += f" with the SVM's {CALIBRATION_FOLDS}-fold probability calibration"
             raise _shortfall(
                 name,
                 "recordings",
                 None if all_recordings is None else int(all_recordings[name]),
                 int(train_recordings[name]),
-                n_splits,
-                f"grouped {n_splits}-fold cross-validation (each fold validates on whole recordings)",
+                need,
+                why + " (each fold validates on whole recordings)",
                 split.test_size,
             )
     need = max(n_splits, CALIBRATION_FOLDS)

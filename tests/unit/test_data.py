@@ -30,6 +30,7 @@ from modules.data import (
     kaggle_credentials,
     load_dataset,
     main,
+    read_raw_csv,
 )
 from modules.errors import ConfigurationError, DataValidationError, run_cli
 
@@ -400,6 +401,7 @@ def test_compressed_and_unicode_csvs_are_read(tmp_path: Path, name: str, encode,
     path.write_bytes(encode(plain.read_text()))
     assert detect_csv_format(path) == expected
     _read_like_plain(path, plain)
+    pd.testing.assert_frame_equal(read_raw_csv(path), pd.read_csv(plain))
 
 
 def test_gz_name_on_a_plain_file_is_read_as_plain_text(tmp_path: Path) -> None:

@@ -383,13 +383,19 @@ def test_grouped_folds_need_enough_recordings_of_every_class() -> None:
     assert str(caught.value) == (
         "class 'NEGATIVE' has 3 recordings; the held-out split takes 1 (TEST_SIZE=0.2), leaving 2 for "
         "training, but grouped 3-fold cross-validation (each fold validates on whole recordings) needs 3 "
-        "training recordings per class: add recordings of 'NEGATIVE' or set CV_FOLDS to 2 or less"
-    )
+        "training recordings per class: add recordings of 'NEGATIVE'"
+    )  # two folds would not help: the SVM's calibration folds need three recordings of each class
     with pytest.raises(DataValidationError, match="class 'NEGATIVE' has 3 recordings"):
         make_split(features, labels, protocol="grouped", seed=0, n_splits=3)
-    folds = cv_folds(split, labels, n_splits=2)
+    # Two folds would do, but the SVM's calibration folds need three recordings of each class too.
+    with pytest.raises(DataValidationError, match="grouped 2-fold cross-validation with the SVM's 3-fold"):
+        cv_folds(split, labels, n_splits=2)
+    features, labels, _ = chained_table([8] * 12)  # four a class: three left for training
+    split = make_split(features, labels, protocol="grouped", seed=0, n_splits=3)
     y_train = labels.iloc[split.train_index].to_numpy()
-    assert all(set(y_train[validation]) == set(CLASSES) for _, validation in folds)
+    for n_splits in (2, 3):
+        folds = cv_folds(split, labels, n_splits=n_splits)
+        assert all(set(y_train[validation]) == set(CLASSES) for _, validation in folds)
 
 
 def test_long_class_names_are_cut_in_messages() -> None:
