@@ -31,7 +31,7 @@ from analysis.report_files import (
     new_figure,
     save_figure,
 )
-from modules.data import Dataset, load_dataset, normalise_column_name
+from modules.data import Dataset, load_dataset, normalise_column_name, read_raw_csv
 from modules.errors import run_cli
 from modules.splitting import detect_recordings
 
@@ -91,7 +91,7 @@ def count_missing_values(dataset: Dataset, label_column: str) -> dict[str, int]:
     """
     if dataset.dropped_rows == 0:
         return {}
-    raw = pd.read_csv(dataset.path, index_col=False)
+    raw = read_raw_csv(dataset.path, index_col=False)
     raw.columns = [normalise_column_name(str(name)) for name in raw.columns]
     counts = raw.isna().sum()
     return {str(name): int(count) for name, count in counts.items() if count}

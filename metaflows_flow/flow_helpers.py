@@ -1,4 +1,4 @@
-"""What both flows' steps share: reloading the split dataset and tagging step runs."""
+"""What both flows' steps share: the run's settings, its dataset and split, and step tags."""
 
 from __future__ import annotations
 
@@ -6,23 +6,26 @@ from typing import Any
 
 from metaflow import current
 
-from modules.settings import get_settings
+from modules.settings import Settings, get_settings
 
 
 class SplitDataSteps:
-    """Mixin for flows whose artifacts hold `data_path`, `label_column`, `data_summary`, `split`, `run_tags`."""
+    """Mixin for flows whose artifacts hold `dataset`, `split`, `data_path` and `run_tags`.
 
-    def _reload(self) -> Any:
-        """The dataset and the split made in TuningFlow's start step (checked by digest)."""
-        from modules.pipeline import reload_data
+    The dataset is loaded, validated and hashed once, in TuningFlow's `start`; every later step
+    (and MLPipelineFlow) uses that artifact, so all of them see exactly the rows that were split.
+    """
 
-        return reload_data(
-            self.data_path,
-            self.label_column,
-            digest=self.data_summary["digest"],
-            split=self.split,
-            missing=get_settings().missing_values,
-        )
+    def _settings(self) -> Settings:
+        """The settings for this run's dataset (its experiment and registered-model names)."""
+        return get_settings().for_data(self.data_path)
+
+    def _data(self) -> Any:
+        """The dataset and the split made in TuningFlow's start step."""
+        from modules.pipeline import PreparedData
+        from modules.splitting import Split
+
+        return PreparedData(dataset=self.dataset, split=Split.from_dict(self.split))
 
     def _step_tags(self) -> dict[str, str]:
         """The flow run's tags, with this step's pathspec."""

@@ -20,12 +20,10 @@ from metaflow import FlowSpec, Parameter, card, current, step
 
 from metaflows_flow.flow_helpers import SplitDataSteps
 from modules.errors import ConfigurationError, fail_cleanly
-from modules.settings import get_settings
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
 # TensorFlow cost seconds each), so the light steps start fast.
 
-SETTINGS = get_settings()
 FAMILIES = ("svm", "dnn")
 
 
@@ -58,30 +56,43 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
 
     @step
     def start(self):
-        """Check the tracking server, find the tuning run, reuse its data, split and best settings."""
+        """Check the tracking server, find the tuning run, reuse its dataset, split and best settings."""
         from metaflows_flow.tuning_runs import find_tuning_run
         from modules import tracking
-        from modules.pipeline import check_unchanged
+        from modules.provenance import verify_for_environment
 
         with fail_cleanly():
-            self.tracking_uri = tracking.connect(SETTINGS)
             overrides = parse_overrides(self.params_override)
             tuning = find_tuning_run(self.tuning_flow_run_id)
             self.tuning_pathspec = tuning.pathspec
             artifacts = tuning.data
+            if "dataset" not in artifacts:
+                raise ConfigurationError(
+                    f"{tuning.pathspec} was made by an older version of TuningFlow (no dataset artifact); "
+                    "run `make tune` again"
+                )
             self.data_path = artifacts.data_path
             self.label_column = artifacts.label_column
+            settings = self._settings()
+            self.tracking_uri = tracking.connect(settings)
             self.seed = artifacts.seed
             self.split = artifacts.split
             self.data_summary = artifacts.data_summary
+            self.pinned_settings = artifacts.pinned_settings
+            self.dataset = artifacts.dataset
+            # The data was hashed when TuningFlow loaded it; production checks that digest again here.
+            self.data_check = verify_for_environment(
+                settings, data_path=self.data_path, digest=self.dataset.digest, source=self.dataset.source
+            )
             self.best = {family: dict(artifacts.best[family]) for family in FAMILIES}
             for family, values in overrides.items():
                 if family == "dnn" and "epochs" in values:
                     self.best["dnn"]["epochs"] = values["epochs"]
                 extra = {k: v for k, v in values.items() if not (family == "dnn" and k == "epochs")}
                 self.best[family]["params"] = {**self.best[family]["params"], **extra}
-            check_unchanged(self.data_path, self.data_summary["digest"])
+        self._say_if_settings_changed(settings)
         print(f"Training from {self.tuning_pathspec}: {self.best}")
+        print(f"Data check: {self.data_check}")
         pathspec = f"{current.flow_name}/{current.run_id}"
         self.run_tags = tracking.run_tags(
             pathspec,
@@ -90,78 +101,110 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             split_protocol=self.data_summary["split_protocol"],
         )
         self.run_tags["tuning.pathspec"] = self.tuning_pathspec
-        self.mlflow_run_id = tracking.start_parent_run(SETTINGS, pathspec, self.run_tags)
+        self.mlflow_run_id = tracking.start_parent_run(settings, pathspec, self.run_tags)
         with tracking.reopen_run(self.mlflow_run_id):
             tracking.log_params(
-                {"tuning_run": self.tuning_pathspec, "params_override": self.params_override or "none"}
+                {
+                    "tuning_run": self.tuning_pathspec,
+                    "params_override": self.params_override or "none",
+                    "data_check": self.data_check,
+                    "promotion_min_margin": settings.promotion_min_margin,
+                    "allow_schema_change": settings.allow_schema_change,
+                    **self.pinned_settings,
+                }
             )
             tracking.log_dict(self.best, "best_params.json")
         self.next(self.train_svm, self.train_dnn)
 
     @step
     def train_svm(self):
-        """Refit the best SVM on the whole training part, evaluate on held-out rows, register it."""
+        """Refit the best SVM on the whole training part, evaluate it on held-out rows, log it (not registered yet)."""
         from modules import tracking
         from modules.pipeline import train_svm
 
-        tracking.connect(SETTINGS)
-        data = self._reload()
+        tracking.connect(self._settings())
+        data = self._data()
         # Inside the runs, so a failed fit marks them FAILED instead of leaving them open.
         with tracking.step_run(self.mlflow_run_id, "train_svm", self._step_tags()) as run:
             trained = train_svm(
-                data, self.best["svm"]["params"], pca_variance=SETTINGS.pca_variance, seed=self.seed
+                data,
+                self.best["svm"]["params"],
+                pca_variance=self.pinned_settings["pca_variance"],
+                seed=self.seed,
+                cv=self._cv(data, "svm"),
             )
             model_uri = tracking.log_sklearn_model(trained.model, data.X_test.head(5))
-            self.svm = self._record(
-                "svm", run.info.run_id, model_uri, trained.evaluation, trained.preprocessing
-            )
+            self.svm = self._record(trained, run.info.run_id, model_uri)
         self.next(self.join)
 
     @step
     def train_dnn(self):
-        """Refit the best DNN on the whole training part, evaluate on held-out rows, register it."""
+        """Refit the best DNN on the whole training part, evaluate it on held-out rows, log it (not registered yet)."""
         from modules import tracking
         from modules.pipeline import train_dnn
 
-        tracking.connect(SETTINGS)
-        data = self._reload()
+        tracking.connect(self._settings())
+        data = self._data()
         with tracking.step_run(self.mlflow_run_id, "train_dnn", self._step_tags()) as run:
             trained = train_dnn(
                 data,
                 self.best["dnn"]["params"],
-                epochs=int(self.best["dnn"].get("epochs") or SETTINGS.dnn_max_epochs),
-                pca_variance=SETTINGS.pca_variance,
+                epochs=int(self.best["dnn"].get("epochs") or self._settings().dnn_max_epochs),
+                pca_variance=self.pinned_settings["pca_variance"],
                 seed=self.seed,
+                cv=self._cv(data, "dnn"),
             )
             tracking.log_history(trained.history)
             model_uri = tracking.log_dnn_model(
                 trained.preprocessor, trained.model, data.classes, data.X_test.head(5)
             )
-            self.dnn = self._record(
-                "dnn", run.info.run_id, model_uri, trained.evaluation, trained.preprocessing
-            )
+            self.dnn = self._record(trained, run.info.run_id, model_uri)
         self.next(self.join)
 
     @step
     def join(self, inputs):
-        """Promote each new version to `champion` only if it beats the champion on the same held-out rows."""
+        """Every branch succeeded: register each model, then let the gate decide who is `champion`."""
         from modules import tracking
+        from modules.promotion import Candidate, Schema
 
         self.merge_artifacts(inputs)
-        tracking.connect(SETTINGS)
-        data = self._reload()
+        settings = self._settings()
+        tracking.connect(settings)
+        data = self._data()
+        schema = Schema.of(list(data.dataset.features.columns), data.classes)
         self.promotions = []
-        for family in FAMILIES:
-            result = getattr(self, family)
-            promotion = tracking.promote_if_better(
-                family,
-                result["model_name"],
-                result["version"],
-                result["evaluation"]["accuracy"],
-                score_model=lambda uri: tracking.accuracy_of(uri, data.X_test, data.y_test),
-            )
-            print(f"{family}: {promotion.reason}")
-            self.promotions.append(promotion.to_dict())
+        with fail_cleanly():
+            for family in FAMILIES:
+                result = getattr(self, family)
+                # Keyed by the run that logged and evaluated the model: a re-run join reuses the
+                # version, a re-trained model (resume from its step) gets its own.
+                version = tracking.register_model(
+                    result["model_uri"],
+                    result["model_name"],
+                    idempotency_key=f"{family}/{result['run_id']}",
+                    tags={**self.run_tags, **schema.to_tags()},
+                )
+                setattr(self, family, {**result, "version": version})
+                candidate = Candidate(
+                    version=version,
+                    accuracy=result["report"]["evaluation"]["accuracy"],
+                    baseline_accuracy=result["report"]["baseline"]["accuracy"],
+                    schema=schema,
+                    # The digest was computed once, when TuningFlow loaded these very rows.
+                    data_verified=True,
+                    data_check=f"sha256 {data.dataset.digest[:12]}... recorded at load; {self.data_check}",
+                )
+                promotion = tracking.promote_through_gate(
+                    family,
+                    result["model_name"],
+                    candidate,
+                    score_model=lambda uri: tracking.accuracy_of(uri, data.X_test, data.y_test),
+                    min_margin=settings.promotion_min_margin,
+                    allow_schema_change=settings.allow_schema_change,
+                )
+                state = "champion" if promotion.promoted else "stays challenger"
+                print(f"{family}: {result['model_name']} v{version} {state}: {promotion.reason}")
+                self.promotions.append(promotion.to_dict())
         self.next(self.report)
 
     @card(type="blank", id="report")
@@ -172,7 +215,18 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
 
         from modules import tracking
         from modules.prediction import Evaluation, plot_confusion_matrix
-        from modules.reports import training_report_html
+        from modules.reports import (
+            FIGURE_HEADERS,
+            GATE_HEADERS,
+            PROMOTION_HEADERS,
+            RECORDING_HEADERS,
+            figure_rows,
+            gate_rows,
+            promotion_rows,
+            recording_rows,
+            training_report_html,
+            write_json_atomically,
+        )
 
         families = {family: getattr(self, family) for family in FAMILIES}
         images = {}
@@ -180,38 +234,43 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             for family, info in families.items():
                 path = Path(tmp) / f"confusion_matrix_{family}.png"
                 plot_confusion_matrix(
-                    Evaluation.model_validate(info["evaluation"]),
+                    Evaluation.model_validate(info["report"]["evaluation"]),
                     path,
                     title=f"{family.upper()} on held-out rows ({info['model_name']} v{info['version']})",
                 )
                 images[path.name] = path.read_bytes()
         title = f"{current.flow_name}/{current.run_id} (from {self.tuning_pathspec})"
         report = training_report_html(title, self.data_summary, families, self.promotions, images)
-        tracking.connect(SETTINGS)
+        self.promotion_summary = summary = self._promotion_summary(families)
+        tracking.connect(self._settings())
         with tracking.reopen_run(self.mlflow_run_id):
             tracking.log_text(report, "training_report.html")
             for name, png in images.items():
                 tracking.log_image_bytes(png, name)
-            tracking.log_dict({"promotions": self.promotions}, "promotion.json")
+            tracking.log_dict(summary, "promotion.json")
             tracking.log_metrics(
-                {f"{f}_test_accuracy": families[f]["evaluation"]["accuracy"] for f in FAMILIES}
+                {
+                    f"{f}_{key}": value
+                    for f in FAMILIES
+                    for key, value in families[f]["metrics"].items()
+                    if key in ("test_accuracy", "baseline_accuracy", "margin_over_baseline", "leak_gap")
+                }
+                | {f"{p['family']}_promoted": float(p["promoted"]) for p in self.promotions}
             )
-        self.promotion_file = self._write_promotion_file(families)
+        self.promotion_file = str(
+            write_json_atomically(self._settings().reports_dir / "promotion.json", summary)
+        )
 
-        current.card.append(Markdown(f"# Training report\n\n{title}"))
-        rows = [
-            [
-                f,
-                f"{families[f]['evaluation']['accuracy']:.4f}",
-                f"{families[f]['evaluation']['macro_f1']:.4f}",
-                f"v{p['new_version']}",
-                "yes" if p["promoted"] else "no",
-                p["reason"],
-            ]
-            for f, p in zip(FAMILIES, self.promotions, strict=True)
-        ]
-        headers = ["model", "test accuracy", "macro F1", "version", "champion", "why"]
-        current.card.append(Table(rows, headers=headers))
+        current.card.append(Markdown(f"# Training report\n\n{title}\n\nData check: {self.data_check}"))
+        current.card.append(Markdown("## Held-out figures, with their uncertainty and a baseline"))
+        current.card.append(Table(figure_rows(families), headers=FIGURE_HEADERS))
+        current.card.append(Markdown("## Promotion"))
+        current.card.append(Table(promotion_rows(self.promotions), headers=PROMOTION_HEADERS))
+        current.card.append(Table(gate_rows(self.promotions), headers=GATE_HEADERS))
+        recordings = recording_rows(families)
+        if recordings:
+            current.card.append(Markdown("## Per held-out recording"))
+            current.card.append(Table(recordings, headers=RECORDING_HEADERS))
         for name, png in images.items():
             current.card.append(Image(png, label=name))
         for family, info in families.items():
@@ -222,67 +281,83 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
     def end(self):
         """Say where the models and reports are."""
         for promotion in self.promotions:
-            state = "is now champion" if promotion["promoted"] else "stays challenger"
+            state = "is now champion" if promotion["promoted"] else "NOT PROMOTED, stays challenger"
             print(f"{promotion['model_name']} v{promotion['new_version']} {state}: {promotion['reason']}")
         print(f"Promotion summary: {self.promotion_file}")
 
     # -- helpers of this flow's steps (kept tiny; logic lives in modules/) --
-    def _record(self, family, child_run_id, model_uri, evaluation, preprocessing) -> dict:
-        """Log the evaluation, register the model once per flow run, return what later steps need."""
+    def _cv(self, data, family):
+        from modules.pipeline import cross_validation_of
+
+        best = self.best[family]
+        return cross_validation_of(data, best.get("cv_accuracy"), best.get("cv_std"), best.get("cv_folds", 0))
+
+    def _say_if_settings_changed(self, settings) -> None:
+        """The run trains with the tuning run's settings; say so when today's environment differs."""
+        now = {
+            "pca_variance": settings.pca_variance,
+            "cv_folds": settings.cv_folds,
+            "test_size": settings.test_size,
+        }
+        changed = {k: v for k, v in now.items() if self.pinned_settings.get(k) != v}
+        for key, value in changed.items():
+            print(
+                f"note: {key} is {value!r} in today's settings but {self.pinned_settings.get(key)!r} in "
+                f"{self.tuning_pathspec}; training uses the tuning run's value"
+            )
+
+    def _record(self, trained, child_run_id, model_uri) -> dict:
+        """Log the held-out figures to the step's run; return what the join and the report need."""
         from modules import tracking
         from modules.prediction import classification_report_text
 
-        name = SETTINGS.model_name(family)
-        tracking.log_params({**self.best[family]["params"], **preprocessing}, prefix=f"{family}.")
-        tracking.log_metrics(
-            {
-                "test_accuracy": evaluation.accuracy,
-                "test_macro_f1": evaluation.macro_f1,
-                "test_roc_auc": evaluation.roc_auc_ovr,
-            }
-        )
-        tracking.log_dict(evaluation.model_dump(), "evaluation.json")
-        report = classification_report_text(evaluation)
+        family = trained.family
+        tracking.log_params({**self.best[family]["params"], **trained.preprocessing}, prefix=f"{family}.")
+        metrics = trained.report.metrics()
+        tracking.log_metrics(metrics)
+        tracking.log_dict(trained.report.model_dump(), "held_out_report.json")
+        report = classification_report_text(trained.evaluation)
         tracking.log_text(report, "classification_report.txt")
-        version = tracking.register_model(
-            model_uri,
-            name,
-            # A resumed run keeps its origin's key: re-running a step never registers twice.
-            idempotency_key=f"{current.flow_name}/{current.origin_run_id or current.run_id}/{family}",
-            tags={**self.run_tags, "test_accuracy": f"{evaluation.accuracy:.6f}"},
-        )
-        print(f"{family}: held-out accuracy {evaluation.accuracy:.4f}, registered {name} v{version}")
+        print(f"{family}: {trained.report.summary_line()}")
         return {
-            "model_name": name,
-            "version": version,
+            "family": family,
+            "model_name": self._settings().model_name(family),
+            "version": None,
             "model_uri": model_uri,
             "run_id": child_run_id,
-            "evaluation": evaluation.model_dump(),
+            "report": trained.report.model_dump(),
+            "metrics": metrics,
             "classification_report": report,
         }
 
-    def _write_promotion_file(self, families) -> str:
-        path = SETTINGS.reports_dir / "promotion.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [
-            {
-                **p,
-                "test_accuracy": p["new_score"],
-                "champion_before_test_accuracy": p["champion_before_score"],
-                "macro_f1": families[p["family"]]["evaluation"]["macro_f1"],
-                "roc_auc_ovr": families[p["family"]]["evaluation"]["roc_auc_ovr"],
-            }
-            for p in self.promotions
-        ]
-        payload = {
+    def _promotion_summary(self, families) -> dict:
+        """What reports/promotion.json holds: per family the figures, the gate's checks and its decision."""
+        rows = []
+        for p in self.promotions:
+            report = families[p["family"]]["report"]
+            rows.append(
+                {
+                    **p,
+                    "test_accuracy": p["new_score"],
+                    "champion_before_test_accuracy": p["champion_before_score"],
+                    "macro_f1": report["evaluation"]["macro_f1"],
+                    "roc_auc_ovr": report["evaluation"]["roc_auc_ovr"],
+                    "baseline": report["baseline"],
+                    "margin_over_baseline": report["margin_over_baseline"],
+                    "interval": report["interval"],
+                    "cross_validation": report["cross_validation"],
+                    "leak_gap": report["leak_gap"],
+                    "per_recording": report["per_recording"],
+                    "per_class": report["evaluation"]["per_class"],
+                }
+            )
+        return {
             "pathspec": f"{current.flow_name}/{current.run_id}",
             "tuning_run": self.tuning_pathspec,
+            "data_check": self.data_check,
+            "split_protocol": self.data_summary["split_protocol"],
             "families": rows,
         }
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        tmp.replace(path)
-        return str(path)
 
 
 if __name__ == "__main__":

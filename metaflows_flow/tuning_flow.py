@@ -49,24 +49,41 @@ class TuningFlow(FlowSpec, SplitDataSteps):
 
     @step
     def start(self):
-        """Check the tracking server, load and validate the data, split it once."""
+        """Check the tracking server, load, validate and hash the data once, vouch for it, split it once."""
         from modules import tracking
         from modules.pipeline import prepare_data
+        from modules.provenance import verify_for_environment
 
+        settings = self._settings()
         with fail_cleanly():
-            self.tracking_uri = tracking.connect(SETTINGS)
+            self.tracking_uri = tracking.connect(settings)
             print(f"MLflow tracking: {self.tracking_uri}")
             data = prepare_data(
                 self.data_path,
                 self.label_column,
                 protocol=self.split_protocol,
-                test_size=SETTINGS.test_size,
-                cv_folds_count=SETTINGS.cv_folds,
+                test_size=settings.test_size,
+                cv_folds_count=settings.cv_folds,
                 seed=self.seed,
-                missing=SETTINGS.missing_values,
+                missing=settings.missing_values,
             )
+            # Before anything is tracked: production refuses data it cannot vouch for.
+            self.data_check = verify_for_environment(
+                settings, data_path=self.data_path, digest=data.dataset.digest, source=data.dataset.source
+            )
+        print(f"Data check: {self.data_check}")
+        self.dataset = data.dataset
         self.data_summary = data.summary()
         self.split = data.split.to_dict()
+        # The settings this run tuned with: MLPipelineFlow trains with these, not today's `.env`.
+        self.pinned_settings = {
+            "pca_variance": settings.pca_variance,
+            "cv_folds": settings.cv_folds,
+            "test_size": settings.test_size,
+            "pipeline_env": settings.pipeline_env,
+            "experiment_name": settings.experiment_name,
+            "model_name_prefix": settings.model_name_prefix,
+        }
         print(f"Data: {self.data_summary}")
         self.run_tags = tracking.run_tags(
             f"{current.flow_name}/{current.run_id}",
@@ -75,7 +92,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
             split_protocol=data.split.protocol,
         )
         self.mlflow_run_id = tracking.start_parent_run(
-            SETTINGS, f"{current.flow_name}/{current.run_id}", self.run_tags
+            settings, f"{current.flow_name}/{current.run_id}", self.run_tags
         )
         with tracking.reopen_run(self.mlflow_run_id):
             tracking.log_params(
@@ -83,13 +100,12 @@ class TuningFlow(FlowSpec, SplitDataSteps):
                     "data_path": self.data_path,
                     "label_column": self.label_column,
                     "split_protocol": data.split.protocol,
-                    "test_size": SETTINGS.test_size,
-                    "cv_folds": SETTINGS.cv_folds,
                     "seed": self.seed,
                     "svm_max_candidates": self.svm_max_candidates,
                     "dnn_max_trials": self.dnn_max_trials,
                     "dnn_max_epochs": self.dnn_max_epochs,
-                    "pca_variance": SETTINGS.pca_variance,
+                    "data_check": self.data_check,
+                    **self.pinned_settings,
                 }
             )
             tracking.log_dataset(
@@ -108,16 +124,16 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         from modules import tracking
         from modules.pipeline import run_svm_tuning
 
+        settings = self._settings()
         with fail_cleanly():
-            tracking.connect(SETTINGS)
-            data = self._reload()
+            tracking.connect(settings)
         with tracking.step_run(self.mlflow_run_id, "tune_svm", self._step_tags()):
             result = run_svm_tuning(
-                data,
-                cv_folds_count=SETTINGS.cv_folds,
+                self._data(),
+                cv_folds_count=self.pinned_settings["cv_folds"],
                 max_candidates=self.svm_max_candidates,
-                n_jobs=SETTINGS.svm_n_jobs,
-                pca_variance=SETTINGS.pca_variance,
+                n_jobs=settings.svm_n_jobs,
+                pca_variance=self.pinned_settings["pca_variance"],
                 seed=self.seed,
             )
             tracking.log_params(result.best_params, prefix="best.")
@@ -134,26 +150,30 @@ class TuningFlow(FlowSpec, SplitDataSteps):
 
     @step
     def tune_dnn(self):
-        """Search the DNN architecture with keras-tuner; each trial is a nested MLflow run."""
+        """Search the DNN architecture with keras-tuner (each trial a nested MLflow run), then cross-validate the best."""
         from modules import tracking
         from modules.pipeline import run_dnn_tuning
 
         with fail_cleanly():
-            tracking.connect(SETTINGS)
-            data = self._reload()
+            tracking.connect(self._settings())
         with tracking.step_run(self.mlflow_run_id, "tune_dnn", self._step_tags()):
             result = run_dnn_tuning(
-                data,
-                cv_folds_count=SETTINGS.cv_folds,
+                self._data(),
+                cv_folds_count=self.pinned_settings["cv_folds"],
                 max_trials=self.dnn_max_trials,
                 max_epochs=self.dnn_max_epochs,
-                pca_variance=SETTINGS.pca_variance,
+                pca_variance=self.pinned_settings["pca_variance"],
                 seed=self.seed,
                 on_trial_end=self._log_trial,
             )
             tracking.log_params(result.best_hyperparameters, prefix="best.")
             tracking.log_metrics(
-                {"best_val_accuracy": result.best_val_accuracy, "search_seconds": result.elapsed_s}
+                {
+                    "best_val_accuracy": result.best_val_accuracy,
+                    "cv_accuracy_mean": result.cv_mean,
+                    "cv_accuracy_std": result.cv_std,
+                    "search_seconds": result.elapsed_s,
+                }
             )
             tracking.log_dict(result.to_dict(), "dnn_search.json")
         self.dnn_result = result.to_dict()
@@ -177,20 +197,30 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         from modules.tune_dnn import DnnTuningResult, best_epoch
 
         self.merge_artifacts(inputs)
+        folds = self.pinned_settings["cv_folds"]
         self.best = {
-            "svm": {"params": self.svm_result["best_params"], "cv_accuracy": self.svm_result["cv_mean"]},
+            "svm": {
+                "params": self.svm_result["best_params"],
+                "cv_accuracy": self.svm_result["cv_mean"],
+                "cv_std": self.svm_result["cv_std"],
+                "cv_folds": folds,
+            },
             "dnn": {
                 "params": self.dnn_result["best_hyperparameters"],
                 "val_accuracy": self.dnn_result["best_val_accuracy"],
+                "cv_accuracy": self.dnn_result["cv_mean"],
+                "cv_std": self.dnn_result["cv_std"],
+                "cv_folds": folds,
                 "epochs": best_epoch(DnnTuningResult.from_dict(self.dnn_result)),
             },
         }
-        tracking.connect(SETTINGS)
+        tracking.connect(self._settings())
         with tracking.reopen_run(self.mlflow_run_id):
             tracking.log_metrics(
                 {
                     "svm_cv_accuracy": self.best["svm"]["cv_accuracy"],
                     "dnn_val_accuracy": self.best["dnn"]["val_accuracy"],
+                    "dnn_cv_accuracy": self.best["dnn"]["cv_accuracy"],
                 }
             )
             tracking.log_dict(self.best, "best_params.json")

@@ -92,8 +92,8 @@ class Dataset:
 # Longest value (a header, a cell, a class name) quoted whole in a message; longer ones are cut.
 MESSAGE_VALUE_CHARS = 200
 # Above this many columns, tracking records `dataset_schema_summary` instead of the full schema
-# (MLflow refuses a dataset schema of about 19,000 columns as too long).
-WIDE_DATASET_COLUMNS = 1000
+# (MLflow refuses a dataset schema of about 19,000 columns as too long; the EEG data has 2548).
+WIDE_DATASET_COLUMNS = 10_000
 # Magic bytes of compressed files we read, and of files we can name but not read.
 _COMPRESSIONS = {b"\x1f\x8b": "gzip", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
 _NOT_CSV = {

@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
+from modules.data import read_raw_csv
 from modules.errors import DataValidationError
 
 
@@ -236,7 +237,7 @@ def score_batch(
     if not csv_path.is_file():
         raise DataValidationError(f"{csv_path}: no such file; expected a CSV of feature columns")
     try:
-        frame = _normalise_columns(pd.read_csv(csv_path))
+        frame = _normalise_columns(read_raw_csv(csv_path))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataValidationError(f"{csv_path}: not a readable CSV ({exc})") from None
     truth = frame.pop(label_column).astype(str) if label_column in frame.columns else None

@@ -76,7 +76,7 @@ def verify_for_environment(
     data_path: str | os.PathLike,
     digest: str,
     source: str,
-    manifest: Path = DATA_MANIFEST,
+    manifest: Path | None = None,
 ) -> str:
     """Refuse data production cannot vouch for; returns one line saying what was verified.
 
@@ -88,7 +88,8 @@ def verify_for_environment(
     if not settings.is_production:
         return "local: data not checked against the manifest"
     data_path = Path(data_path)
-    manifest = Path(manifest)
+    # The settings' DATA_MANIFEST unless the caller names one.
+    manifest = Path(manifest or settings.data_manifest or DATA_MANIFEST)
     if source == "sample":
         raise DataValidationError(
             f"{_shown(data_path)} is the synthetic sample (source: sample); production trains only on "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -12,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")  # headless: cards and reports are written, never shown
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+
+from modules.eeg_features import write_atomically
 
 
 def _params_text(params: dict[str, Any]) -> str:
@@ -43,12 +47,13 @@ SVM_TABLE_HEADERS = ["candidate", "CV accuracy", "last iteration", "rows used", 
 
 def dnn_trial_rows(dnn_result: dict[str, Any]) -> list[list[str]]:
     """One row per DNN trial, best first."""
-    trials = sorted(dnn_result["trials"], key=lambda t: -t["best_val_accuracy"])
+    # A failed trial has no score (None): it goes last.
+    trials = sorted(dnn_result["trials"], key=lambda t: -(t["best_val_accuracy"] or -1.0))
     return [
         [
             str(t["trial_id"]),
             _params_text(t["hyperparameters"]),
-            f"{t['best_val_accuracy']:.3f}",
+            _fmt(t["best_val_accuracy"]),
             str(t["epochs_run"]),
         ]
         for t in trials
@@ -80,7 +85,9 @@ def plot_search_scores(svm_result: dict[str, Any], dnn_result: dict[str, Any]) -
 
     trials = dnn_result["trials"]
     right.bar(
-        [str(t["trial_id"]) for t in trials], [t["best_val_accuracy"] for t in trials], color="tab:purple"
+        [str(t["trial_id"]) for t in trials],
+        [t["best_val_accuracy"] or 0.0 for t in trials],
+        color="tab:purple",
     )
     right.set_title("DNN trials: best validation accuracy")
     right.set_xlabel("trial")
@@ -105,6 +112,110 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+FIGURE_HEADERS = [
+    "model",
+    "held-out accuracy",
+    "95% interval",
+    "majority baseline",
+    "margin",
+    "CV mean ± sd (tuning)",
+    "leak gap (random - grouped)",
+    "macro F1",
+    "ROC AUC",
+]
+
+
+def figure_rows(families: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """One row per model family: the held-out accuracy beside its interval, baseline, CV and leak gap."""
+    rows = []
+    for family, info in families.items():
+        report = info["report"]
+        evaluation, interval, cv, gap = (
+            report["evaluation"],
+            report["interval"],
+            report.get("cross_validation"),
+            report.get("leak_gap"),
+        )
+        rows.append(
+            [
+                f"{family} ({info['model_name']} v{info.get('version')})",
+                _fmt(evaluation["accuracy"]),
+                f"{_fmt(interval['low'])}-{_fmt(interval['high'])} ({interval['n_units']} {interval['unit']})",
+                f"{_fmt(report['baseline']['accuracy'])} (always {report['baseline']['predicted_label']})",
+                f"{report['margin_over_baseline']:+.3f}",
+                "n/a"
+                if cv is None
+                else f"{cv['mean']:.3f} ± {cv['std']:.3f} ({cv['folds']} {cv['protocol']} folds)",
+                "n/a"
+                if gap is None
+                else f"{gap['gap']:+.3f} ({gap['random_accuracy']:.3f} random vs {gap['grouped_accuracy']:.3f} grouped)",
+                _fmt(evaluation["macro_f1"]),
+                _fmt(evaluation.get("roc_auc_ovr")),
+            ]
+        )
+    return rows
+
+
+PROMOTION_HEADERS = [
+    "registered model",
+    "new version",
+    "decision",
+    "champion before",
+    "champion after",
+    "why",
+]
+
+
+def promotion_rows(promotions: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per family: promoted or, said plainly, not promoted, and why."""
+    return [
+        [
+            p["model_name"],
+            f"v{p['new_version']}",
+            "promoted to champion" if p["promoted"] else "not promoted (stays challenger)",
+            "none" if p["champion_before"] is None else f"v{p['champion_before']}",
+            "none" if p["champion_after"] is None else f"v{p['champion_after']}",
+            p["reason"],
+        ]
+        for p in promotions
+    ]
+
+
+GATE_HEADERS = ["registered model", "check", "result", "figures"]
+
+
+def gate_rows(promotions: list[dict[str, Any]]) -> list[list[str]]:
+    """Every check of the promotion gate with its figures."""
+    states = {True: "passed", False: "failed", None: "not checked"}
+    return [
+        [p["model_name"], check["name"], states[check["passed"]], check["detail"]]
+        for p in promotions
+        for check in p.get("checks", [])
+    ]
+
+
+RECORDING_HEADERS = ["model", "held-out recording", "true label", "rows", "accuracy", "most predicted"]
+
+
+def recording_rows(families: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """Per held-out recording accuracy of every family (empty when recordings are unknown)."""
+    return [
+        [family, r["recording"], r["label"], str(r["rows"]), _fmt(r["accuracy"]), r["predicted_majority"]]
+        for family, info in families.items()
+        for r in info["report"].get("per_recording", [])
+    ]
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> Path:
+    """Write a JSON report so that a reader never sees half of it."""
+    write_atomically(path, json.dumps(data, indent=2))
+    return path
+
+
 def training_report_html(
     title: str,
     data_summary: dict[str, Any],
@@ -112,24 +223,8 @@ def training_report_html(
     promotions: list[dict[str, Any]],
     images: dict[str, bytes],
 ) -> str:
-    """A self-contained HTML report of one training run: data, metrics, promotion, confusion matrices."""
+    """A self-contained HTML report of one training run: data, figures, promotion, confusion matrices."""
     data_rows = [[k, str(v)] for k, v in data_summary.items()]
-    metric_rows = [
-        [
-            family,
-            f"{info['evaluation']['accuracy']:.4f}",
-            f"{info['evaluation']['macro_f1']:.4f}",
-            "n/a"
-            if info["evaluation"].get("roc_auc_ovr") is None
-            else f"{info['evaluation']['roc_auc_ovr']:.4f}",
-            str(info.get("version", "")),
-        ]
-        for family, info in families.items()
-    ]
-    promotion_rows = [
-        [p["family"], p["model_name"], f"v{p['new_version']}", "yes" if p["promoted"] else "no", p["reason"]]
-        for p in promotions
-    ]
     pictures = "".join(
         f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
         f"<figcaption>{html.escape(name)}</figcaption></figure>"
@@ -139,10 +234,14 @@ def training_report_html(
         f"<h3>{html.escape(family)}</h3><pre>{html.escape(info.get('classification_report', ''))}</pre>"
         for family, info in families.items()
     )
+    recordings = recording_rows(families)
+    recording_section = (
+        f"<h2>Per held-out recording</h2>{_table(RECORDING_HEADERS, recordings)}" if recordings else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; max-width: 70rem; }}
+body {{ font-family: system-ui, sans-serif; margin: 2rem; max-width: 80rem; }}
 table {{ border-collapse: collapse; margin: 1rem 0; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }}
 th {{ background: #f0f0f0; }}
@@ -150,11 +249,19 @@ figure {{ display: inline-block; margin: 0.5rem; }}
 img {{ max-width: 32rem; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<h2>Held-out test metrics</h2>
-{_table(["model", "accuracy", "macro F1", "ROC AUC (one-vs-rest)", "registered version"], metric_rows)}
+<h2>Held-out figures</h2>
+<p>Accuracy on rows no tuning or training step saw, with a bootstrap interval over held-out
+recordings (rows when recordings are unknown), the majority-class baseline on the same rows,
+the cross-validated accuracy from tuning, and the leak gap: how much a random-row split
+flatters the same model.</p>
+{_table(FIGURE_HEADERS, figure_rows(families))}
 <h2>Promotion</h2>
-<p><code>champion</code> moves only when the new version beats it on the same held-out rows.</p>
-{_table(["family", "registered model", "new version", "became champion", "why"], promotion_rows)}
+<p><code>champion</code> moves only when the new version beats the majority-class baseline by the
+required margin, was trained on verified data, has the champion's schema, and beats the champion
+on the same held-out rows.</p>
+{_table(PROMOTION_HEADERS, promotion_rows(promotions))}
+{_table(GATE_HEADERS, gate_rows(promotions))}
+{recording_section}
 <h2>Confusion matrices</h2>
 {pictures}
 <h2>Classification reports</h2>

@@ -160,6 +160,8 @@ class Settings:
     postgres: dict[str, str] = field(default_factory=dict)
     # Environment and promotion
     pipeline_env: str = "local"
+    # The manifest that pins the production dataset's sha256 (DATA_MANIFEST; data/manifest.json).
+    data_manifest: Path | None = None
     promotion_min_margin: float = 0.10
     allow_schema_change: bool = False
     # MLFLOW_EXPERIMENT_NAME / MODEL_NAME_PREFIX when set: they win over the dataset's names.
@@ -237,6 +239,7 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
             "password": env.get("POSTGRES_PASSWORD", ""),
         },
         pipeline_env=_as_choice(env, "PIPELINE_ENV", "local", PIPELINE_ENVIRONMENTS),
+        data_manifest=_as_path(env, "DATA_MANIFEST", root / "data" / "manifest.json", root),
         promotion_min_margin=env_float(env, "PROMOTION_MIN_MARGIN", 0.10, 0.0, 1.0, low_inclusive=True),
         allow_schema_change=env_bool(env, "ALLOW_SCHEMA_CHANGE", False),
         experiment_name_override=env.get("MLFLOW_EXPERIMENT_NAME") or None,

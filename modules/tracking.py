@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,9 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from modules.data import WIDE_DATASET_COLUMNS, dataset_schema_summary
+from modules.errors import TrackingError
+from modules.promotion import Candidate, Champion, Schema, decide_promotion, needs_champion_score
 from modules.redaction import mask_password
 from modules.settings import PROJECT_ROOT, Settings
 from modules.tracking_server import check_tracking_server
@@ -149,11 +152,6 @@ def child_run(name: str, tags: dict[str, str] | None = None) -> Iterator[mlflow.
         yield run
 
 
-def end_parent_run(run_id: str, status: str = "FINISHED") -> None:
-    """Close the parent run explicitly (the last step of a flow)."""
-    MlflowClient().set_terminated(run_id, status=status)
-
-
 def log_params(params: dict[str, Any], prefix: str = "") -> None:
     """Log parameters, flattening nested dicts and stringifying values."""
     flat = {f"{prefix}{k}": (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in params.items()}
@@ -183,11 +181,6 @@ def log_dict(data: dict[str, Any] | list[Any], artifact_file: str) -> None:
     mlflow.log_dict(data, artifact_file)
 
 
-def log_artifact(path: Path, artifact_path: str | None = None) -> None:
-    """A file artifact of the active run."""
-    mlflow.log_artifact(str(path), artifact_path)
-
-
 def log_text(text: str, artifact_file: str) -> None:
     """A text artifact (HTML report, classification report) of the active run."""
     mlflow.log_text(text, artifact_file)
@@ -202,7 +195,15 @@ def log_image_bytes(png: bytes, artifact_file: str) -> None:
 
 
 def log_dataset(features: pd.DataFrame, labels: pd.Series, *, path: Path, digest: str, context: str) -> None:
-    """Record the dataset as a run input (name, source, digest, schema)."""
+    """Record the dataset as a run input (name, source, digest, schema).
+
+    MLflow refuses a schema longer than about a megabyte (some 19,000 columns): a very wide
+    dataset is described compactly (digest, column count, a sample of names) instead.
+    """
+    if features.shape[1] > WIDE_DATASET_COLUMNS:
+        mlflow.log_dict(dataset_schema_summary(features, labels, digest), f"datasets/{context}_schema.json")
+        mlflow.set_tag("dataset.columns", str(features.shape[1]))
+        return
     frame = features.head(0).assign(**{labels.name or "label": pd.Series(dtype=str)})
     dataset = mlflow.data.from_pandas(
         frame, source=str(path), targets=labels.name or "label", name=Path(path).name, digest=digest[:20]
@@ -315,85 +316,107 @@ def register_model(model_uri: str, name: str, *, idempotency_key: str, tags: dic
 
 @dataclass
 class Promotion:
-    """What the promotion gate decided for one model family."""
+    """What the promotion gate decided for one new model version, with every check's figures."""
 
     family: str
     model_name: str
     new_version: str
     new_score: float
+    baseline_score: float
     champion_before: str | None
     champion_before_score: float | None
-    champion_after: str
+    champion_after: str | None
     promoted: bool
     reason: str
+    checks: list[dict[str, Any]]
     metric: str = "accuracy"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def promote_if_better(
+def current_champion(model_name: str) -> Champion | None:
+    """The registered model's `champion` version and the schema it was trained on, or None."""
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise TrackingError(f"cannot read the champion of {model_name}: {_gist(exc)}") from None
+    schema = Schema.from_tags(version.tags or {})
+    if schema is None:
+        # A version registered before schema tags existed: its signature still names its columns.
+        schema = _schema_from_signature(f"models:/{model_name}/{version.version}")
+    return Champion(version=str(version.version), schema=schema)
+
+
+def _schema_from_signature(model_uri: str) -> Schema | None:
+    try:
+        signature = mlflow.models.get_model_info(model_uri).signature
+    except Exception:  # unreadable model: the gate then scores it and fails on the error
+        return None
+    if signature is None or signature.inputs is None:
+        return None
+    return Schema.of(signature.inputs.input_names(), labels=())
+
+
+def _gist(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def promote_through_gate(
     family: str,
     model_name: str,
-    new_version: str,
-    new_score: float,
+    candidate: Candidate,
+    *,
     score_model: Callable[[str], float],
+    min_margin: float,
+    allow_schema_change: bool,
 ) -> Promotion:
-    """Mark the new version `challenger`; move `champion` only if it beats the champion.
+    """Mark the new version `challenger`, run the gate, and move `champion` only when it says yes.
 
-    `score_model(model_uri)` scores a registered model on the held-out rows the new version
-    was evaluated on, so both are compared on the same data.
+    `score_model(model_uri)` scores a registered model on the held-out rows the candidate was
+    evaluated on. The champion is scored only when the gate needs it; any failure to score it
+    (download, server, load, schema) keeps the champion and raises a one-line TrackingError:
+    the gate never promotes on an exception. The decision and every check's figures become
+    tags of the new version.
     """
     client = MlflowClient()
-    client.set_registered_model_alias(model_name, CHALLENGER, new_version)
-    try:
-        champion = str(client.get_model_version_by_alias(model_name, CHAMPION).version)
-    except mlflow.exceptions.MlflowException:
-        champion = None
-
-    def decide(promoted: bool, reason: str, champion_score: float | None) -> Promotion:
-        if promoted:
-            client.set_registered_model_alias(model_name, CHAMPION, new_version)
-        return Promotion(
-            family=family,
-            model_name=model_name,
-            new_version=new_version,
-            new_score=new_score,
-            champion_before=champion,
-            champion_before_score=champion_score,
-            champion_after=new_version if promoted else str(champion),
-            promoted=promoted,
-            reason=reason,
-        )
-
-    if champion is None:
-        return decide(True, "no champion yet", None)
-    if champion == new_version:
-        return decide(False, "this version is already the champion", new_score)
-    try:
-        champion_score = float(score_model(f"models:/{model_name}@{CHAMPION}"))
-    except Exception as exc:  # an old champion may not accept today's columns
-        return decide(
-            True, f"champion v{champion} cannot score the held-out rows ({type(exc).__name__})", None
-        )
-    if new_score > champion_score:
-        return decide(
-            True,
-            f"accuracy {new_score:.4f} beats champion v{champion} ({champion_score:.4f})",
-            champion_score,
-        )
-    return decide(
-        False,
-        f"accuracy {new_score:.4f} does not beat champion v{champion} ({champion_score:.4f}); champion kept",
-        champion_score,
+    client.set_registered_model_alias(model_name, CHALLENGER, candidate.version)
+    champion = current_champion(model_name)
+    if needs_champion_score(candidate, champion):
+        uri = f"models:/{model_name}/{champion.version}"
+        try:
+            score = float(score_model(uri))
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot score champion v{champion.version} of {model_name} on the held-out rows "
+                f"({_gist(exc)}); champion kept, v{candidate.version} stays challenger"
+            ) from None
+        champion = replace(champion, accuracy=score)
+    decision = decide_promotion(
+        candidate, champion, min_margin=min_margin, allow_schema_change=allow_schema_change
     )
-
-
-def set_version_tags(model_name: str, version: str, tags: dict[str, str]) -> None:
-    """Tag a registered model version (evaluation figures, data digest)."""
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, version, key, value)
+    for key, value in {**decision.tags(), "test_accuracy": f"{candidate.accuracy:.6f}"}.items():
+        client.set_model_version_tag(model_name, candidate.version, key, value[:5000])
+    if decision.promote:
+        client.set_registered_model_alias(model_name, CHAMPION, candidate.version)
+    after = candidate.version if decision.promote else (champion.version if champion else None)
+    return Promotion(
+        family=family,
+        model_name=model_name,
+        new_version=candidate.version,
+        new_score=candidate.accuracy,
+        baseline_score=candidate.baseline_accuracy,
+        champion_before=champion.version if champion else None,
+        champion_before_score=champion.accuracy if champion else None,
+        champion_after=after,
+        promoted=decision.promote,
+        reason=decision.reason,
+        checks=[asdict(check) for check in decision.checks],
+    )
 
 
 def accuracy_of(model_uri: str, features: pd.DataFrame, labels: pd.Series) -> float:

@@ -43,6 +43,8 @@ class FamilyResult:
     champion_after: str
     promoted: bool
     reason: str
+    baseline_accuracy: float | None = None
+    interval: tuple[float, float] | None = None
 
     @property
     def regressed(self) -> bool:
@@ -74,6 +76,14 @@ def _family(name: str, record: object, source: Path) -> FamilyResult:
         test_accuracy = float(accuracy) if accuracy is not None else None
     except (TypeError, ValueError):
         raise SummaryError(f"{source}: family {name!r} test_accuracy={accuracy!r} is not a number") from None
+    baseline = record.get("baseline")
+    baseline_accuracy = baseline.get("accuracy") if isinstance(baseline, dict) else None
+    interval = record.get("interval")
+    bounds = (
+        (float(interval["low"]), float(interval["high"]))
+        if isinstance(interval, dict) and {"low", "high"} <= set(interval)
+        else None
+    )
     promoted = record.get("promoted")
     if not isinstance(promoted, bool):
         raise SummaryError(f"{source}: family {name!r} promoted={promoted!r} must be true or false")
@@ -87,6 +97,8 @@ def _family(name: str, record: object, source: Path) -> FamilyResult:
         champion_after=after,
         promoted=promoted,
         reason=_text(record.get("reason")),
+        baseline_accuracy=float(baseline_accuracy) if isinstance(baseline_accuracy, int | float) else None,
+        interval=bounds,
     )
 
 
@@ -139,7 +151,9 @@ def _outcome_lines(results: list[FamilyResult]) -> list[str]:
                 f"{_champion(r.champion_before, r.champion_before_accuracy)}; the champion stays. {r.reason}".rstrip()
             )
         else:
-            lines.append(f"{r.family}: no champion was set. {r.reason}".rstrip())
+            lines.append(
+                f"Not promoted: {r.family} v{r.new_version} stays challenger, no champion was set. {r.reason}".rstrip()
+            )
     return lines
 
 
@@ -156,9 +170,9 @@ def render_markdown(results: list[FamilyResult] | None, promotion_path: Path) ->
         out.append(f"`{promotion_path}` lists no model family.")
         return "\n".join(out) + "\n"
     out += [
-        "| Family | Registered model | New version | Test accuracy | Champion before | Champion after "
-        "| Promoted | Reason |",
-        "|---|---|---|---|---|---|---|---|",
+        "| Family | Registered model | New version | Test accuracy | 95% interval | Baseline | Champion before "
+        "| Champion after | Promoted | Reason |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         row = [
@@ -166,9 +180,11 @@ def render_markdown(results: list[FamilyResult] | None, promotion_path: Path) ->
             f"`{r.model_name}`" if r.model_name else "",
             f"v{r.new_version}" if r.new_version else "",
             _accuracy(r.test_accuracy),
+            "n/a" if r.interval is None else f"{r.interval[0]:.3f}-{r.interval[1]:.3f}",
+            _accuracy(r.baseline_accuracy),
             _champion(r.champion_before, r.champion_before_accuracy),
             _champion(r.champion_after),
-            "yes" if r.promoted else "no",
+            "yes" if r.promoted else "**not promoted**",
             r.reason,
         ]
         out.append("| " + " | ".join(_cell(c) for c in row) + " |")
@@ -195,6 +211,8 @@ def annotations(results: list[FamilyResult] | None) -> list[str]:
             commands.append(f"::notice title=Champion changed::{_escape_command(line)}")
         elif r.regressed:
             commands.append(f"::warning title=Performance regression::{_escape_command(line)}")
+        else:
+            commands.append(f"::warning title=Not promoted::{_escape_command(line)}")
     return commands
 
 
@@ -212,9 +230,11 @@ def write_site(results: list[FamilyResult] | None, reports: Path, site: Path, ma
             r.model_name,
             f"v{r.new_version}" if r.new_version else "",
             _accuracy(r.test_accuracy),
+            "n/a" if r.interval is None else f"{r.interval[0]:.3f}-{r.interval[1]:.3f}",
+            _accuracy(r.baseline_accuracy),
             _champion(r.champion_before, r.champion_before_accuracy),
             _champion(r.champion_after),
-            "yes" if r.promoted else "no",
+            "yes" if r.promoted else "**not promoted**",
             r.reason,
         ]
         rows += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>\n"

@@ -66,9 +66,9 @@ def test_summary_table_says_which_champion_changed_and_which_regression_was_caug
     assert text.startswith("## Earlier step\n## Pipeline result"), "the summary is appended, not overwritten"
     rows = [line for line in text.splitlines() if line.startswith("| ") and "eeg-emotion" in line]
     assert rows == [
-        "| svm | `eeg-emotion-svm` | v4 | 0.9530 | v3 (0.9600) | v3 | no "
+        "| svm | `eeg-emotion-svm` | v4 | 0.9530 | n/a | n/a | v3 (0.9600) | v3 | **not promoted** "
         "| test accuracy 0.9530 < champion 0.9600 \\| kept |",
-        "| dnn | `eeg-emotion-dnn` | v2 | 0.9700 | v1 (0.9100) | v2 | yes | <b>better</b> |",
+        "| dnn | `eeg-emotion-dnn` | v2 | 0.9700 | n/a | n/a | v1 (0.9100) | v2 | yes | <b>better</b> |",
     ]
     assert "**Champion changed:** dnn." in text
     assert (
@@ -103,11 +103,11 @@ def test_families_may_be_a_mapping_and_first_models_have_no_champion(tmp_path: P
         ("svm", True, False, "")
     ]
     text = summary.render_markdown(results, promotion)
-    assert "| svm |  | v1 | 0.9000 | none | v1 | yes | first model |" in text
+    assert "| svm |  | v1 | 0.9000 | n/a | n/a | none | v1 | yes | first model |" in text
     assert "Champion changed: svm none -> v1" in text
 
 
-def test_kept_champion_without_regression_history_is_not_called_a_regression(tmp_path: Path) -> None:
+def test_a_first_version_below_the_gate_is_not_called_a_regression(tmp_path: Path) -> None:
     promotion = write(
         tmp_path / "promotion.json",
         {
@@ -119,14 +119,21 @@ def test_kept_champion_without_regression_history_is_not_called_a_regression(tmp
                     "champion_before": None,
                     "champion_after": None,
                     "promoted": False,
-                    "reason": "below the minimum accuracy",
+                    "reason": "not promoted: below baseline",
+                    "baseline": {"accuracy": 0.34},
+                    "interval": {"low": 0.41, "high": 0.58},
                 }
             ]
         },
     )
     results = summary.load_promotion(promotion)
-    assert summary.annotations(results) == []
-    assert "**Champion changed:** no." in summary.render_markdown(results, promotion)
+    assert summary.annotations(results) == [
+        "::warning title=Not promoted::Not promoted: svm v1 stays challenger, no champion was set. "
+        "not promoted: below baseline"
+    ]
+    text = summary.render_markdown(results, promotion)
+    assert "**Champion changed:** no." in text
+    assert "| svm |  | v1 | 0.5000 | 0.410-0.580 | 0.3400 | none | none | **not promoted** |" in text
 
 
 def test_missing_promotion_file_is_reported_without_failing(tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ import pytest
 
 from modules.data import load_dataset
 
+SMALL_BUDGETS = {"svm_max_candidates": 2, "dnn_max_trials": 1, "dnn_max_epochs": 3}
+
 pytestmark = [pytest.mark.flows, pytest.mark.slow]
 
 
@@ -114,12 +116,56 @@ def test_worse_run_becomes_challenger_but_not_champion(training_run, worse_train
         first = getattr(training_run.data, family)
         worse = getattr(worse_training_run.data, family)
         assert worse["version"] != first["version"]
-        assert worse["evaluation"]["accuracy"] <= first["evaluation"]["accuracy"]
+        assert worse["report"]["evaluation"]["accuracy"] <= first["report"]["evaluation"]["accuracy"]
         assert str(mlflow_client.get_model_version_by_alias(name, "challenger").version) == worse["version"]
         assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == first["version"]
     decisions = {p["family"]: p for p in worse_training_run.data.promotions}
-    assert not decisions["svm"]["promoted"] and not decisions["dnn"]["promoted"]
-    assert "champion kept" in decisions["svm"]["reason"]
+    for decision in decisions.values():
+        assert not decision["promoted"]
+        assert decision["reason"].startswith("not promoted: ")
+        # Either the floor or the champion said no; the failing check carries its figures.
+        failed = [c for c in decision["checks"] if c["passed"] is False]
+        assert failed and failed[0]["name"] in ("beats_baseline", "beats_champion")
+
+
+def test_training_reports_baseline_interval_leak_gap_and_recordings(training_run, mlflow_client):
+    # What the run wrote to reports/promotion.json (a later run in this session overwrites the file).
+    promotion = training_run.data.promotion_summary
+    for row in promotion["families"]:
+        assert row["promoted"], row["reason"]
+        assert row["baseline"]["strategy"] == "most_frequent"
+        assert row["margin_over_baseline"] == pytest.approx(
+            row["test_accuracy"] - row["baseline"]["accuracy"]
+        )
+        assert row["margin_over_baseline"] >= 0.10
+        interval = row["interval"]
+        assert interval["low"] <= row["test_accuracy"] <= interval["high"]
+        assert row["cross_validation"]["folds"] == 3
+        # Recordings are known in the sample: the random split's leak gap and per-recording table.
+        assert row["leak_gap"]["random_accuracy"] == pytest.approx(row["test_accuracy"])
+        assert row["per_recording"] and all(r["recording"].startswith("S") for r in row["per_recording"])
+        assert {c["name"] for c in row["checks"]} == {
+            "data_verified",
+            "beats_baseline",
+            "same_schema",
+            "beats_champion",
+        }
+        version = mlflow_client.get_model_version(row["model_name"], row["new_version"])
+        assert version.tags["gate.promoted"] == "true"
+        assert version.tags["gate.beats_baseline"].startswith("passed: ")
+        assert version.tags["schema.n_columns"] == "2548"
+    step = mlflow_client.get_run(training_run.data.svm["run_id"])
+    for metric in (
+        "test_accuracy",
+        "baseline_accuracy",
+        "test_accuracy_ci_low",
+        "cv_accuracy_mean",
+        "leak_gap",
+    ):
+        assert metric in step.data.metrics, metric
+    content = card_content(training_run["report"].task, "report")
+    for text in ("majority baseline", "95% interval", "leak gap", "Per held-out recording", "beats_baseline"):
+        assert text in content, text
 
 
 def test_unknown_tuning_run_id_fails_with_one_clear_line(flow_env, tuning_run):
@@ -143,20 +189,35 @@ def test_a_failing_training_step_marks_the_parent_run_failed(flow_env, tuning_ru
     assert {run.info.status for run in steps if run.info.run_name == "train_svm"} == {"FAILED"}
 
 
-def test_resuming_a_training_run_does_not_register_twice(
+def test_resuming_a_training_run_registers_only_what_it_trained(
     flow_env, training_run, worse_training_run, mlflow_client
 ):
     name = "eeg-emotion-svm"
-    versions_before = {v.version for v in mlflow_client.search_model_versions(f"name='{name}'")}
+
+    def versions() -> dict[str, str]:
+        return {v.version: v.run_id for v in mlflow_client.search_model_versions(f"name='{name}'")}
+
+    before = versions()
+    # Re-running the join reuses the versions registered for the very models it evaluated.
+    with flow_env.runner("ml_pipeline_flow.py").resume(
+        step_to_rerun="join", origin_run_id=training_run.id
+    ) as running:
+        assert running.status == "successful", running.stdout + running.stderr
+        rejoined = running.run
+    assert versions() == before
+    assert rejoined.data.svm["version"] == training_run.data.svm["version"]
+    assert mlflow_client.get_run(rejoined.data.mlflow_run_id).info.status == "FINISHED"
+
+    # Re-training the SVM makes a new model: exactly one new version, whose source is the new run.
     with flow_env.runner("ml_pipeline_flow.py").resume(
         step_to_rerun="train_svm", origin_run_id=training_run.id
     ) as running:
         assert running.status == "successful", running.stdout + running.stderr
-        resumed = running.run
-    versions_after = {v.version for v in mlflow_client.search_model_versions(f"name='{name}'")}
-    assert versions_after == versions_before
-    assert resumed.data.svm["version"] == training_run.data.svm["version"]
-    assert mlflow_client.get_run(resumed.data.mlflow_run_id).info.status == "FINISHED"
+        retrained = running.run
+    after = versions()
+    new = set(after) - set(before)
+    assert len(new) == 1
+    assert after[new.pop()] == retrained.data.svm["run_id"] != training_run.data.svm["run_id"]
 
 
 def test_predict_scores_a_csv_with_the_champion(flow_env, training_run, tmp_path):
@@ -178,7 +239,7 @@ def test_predict_scores_a_csv_with_the_champion(flow_env, training_run, tmp_path
     result = subprocess.run(missing, env=flow_env.env, capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
-    assert "error: cannot load models:/no-such-model@champion" in result.stderr
+    assert "error: no champion for no-such-model: no model of that name is registered" in result.stderr
 
 
 def test_the_workflow_summary_reads_the_promotion_file(flow_env, worse_training_run, tmp_path):
@@ -201,3 +262,76 @@ def test_the_workflow_summary_reads_the_promotion_file(flow_env, worse_training_
     for row in json.loads(promotion.read_text())["families"]:
         assert f"| {row['family']} | `{row['model_name']}` | v{row['new_version']} |" in text
         assert row["reason"] in text
+
+
+def _write_shuffled_copy(source: Path, out: Path, seed: int = 0) -> None:
+    import pandas as pd
+
+    frame = pd.read_csv(source)
+    frame["label"] = np.random.default_rng(seed).permutation(frame["label"].to_numpy())
+    frame.to_csv(out, index=False)
+
+
+def test_a_model_trained_on_shuffled_labels_is_never_promoted(flow_env, mlflow_client):
+    shuffled = flow_env.root / "shuffled-labels.csv"
+    _write_shuffled_copy(flow_env.data_path, shuffled)
+    tuning = flow_env.run("tuning_flow.py", data_path=str(shuffled), **SMALL_BUDGETS)
+    training = flow_env.run("ml_pipeline_flow.py", tuning_flow_run_id=tuning.id)
+    for promotion in training.data.promotions:
+        # Fresh names from the file: there is no champion to beat, only the baseline.
+        assert promotion["model_name"].startswith("shuffled-labels-")
+        assert not promotion["promoted"], promotion["reason"]
+        assert "below baseline" in promotion["reason"]
+        alias = mlflow_client.get_model_version_by_alias(promotion["model_name"], "challenger")
+        assert str(alias.version) == promotion["new_version"]
+        with pytest.raises(Exception, match="champion"):
+            mlflow_client.get_model_version_by_alias(promotion["model_name"], "champion")
+
+
+def test_two_datasets_in_one_store_keep_their_own_models_and_champions(flow_env, training_run, mlflow_client):
+    import pandas as pd
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True)
+    frame = wine.data.assign(label=wine.target.map(dict(enumerate(wine.target_names))))
+    path = flow_env.root / "wine.csv"
+    frame.to_csv(path, index=False)
+    champions_before = {
+        f: mlflow_client.get_model_version_by_alias(f"eeg-emotion-{f}", "champion").version
+        for f in ("svm", "dnn")
+    }
+    tuning = flow_env.run("tuning_flow.py", data_path=str(path), **SMALL_BUDGETS)
+    training = flow_env.run("ml_pipeline_flow.py", tuning_flow_run_id=tuning.id)
+    names = {p["model_name"] for p in training.data.promotions}
+    assert names == {"wine-svm", "wine-dnn"}
+    svm = next(p for p in training.data.promotions if p["family"] == "svm")
+    assert svm["promoted"], svm["reason"]
+    for family, version in champions_before.items():
+        assert (
+            mlflow_client.get_model_version_by_alias(f"eeg-emotion-{family}", "champion").version == version
+        )
+    assert mlflow_client.get_registered_model("wine-svm").latest_versions is not None
+    assert len(pd.read_csv(path).columns) == 14
+
+
+def test_production_refuses_the_synthetic_sample_before_tracking_anything(flow_env, mlflow_client):
+    env = {**flow_env.env, "PIPELINE_ENV": "production", "MLFLOW_EXPERIMENT_NAME": "production-refusals"}
+    with flow_env.runner("tuning_flow.py", env=env).run(**SMALL_BUDGETS) as running:
+        assert running.status == "failed"
+        output = running.stdout + running.stderr
+    assert "is the synthetic sample" in output
+    assert "Traceback" not in output
+
+    # A user file whose digest is not the one the manifest pins.
+    user_file = flow_env.root / "pinned-elsewhere.csv"
+    user_file.write_bytes(flow_env.data_path.read_bytes())
+    manifest = flow_env.root / "manifest.json"
+    manifest.write_text(json.dumps({"file": user_file.name, "sha256": "0" * 64}))
+    with flow_env.runner("tuning_flow.py", env={**env, "DATA_MANIFEST": str(manifest)}).run(
+        data_path=str(user_file), **SMALL_BUDGETS
+    ) as running:
+        assert running.status == "failed"
+        output = running.stdout + running.stderr
+    assert "but manifest.json pins 000000000000..." in output or "pins 000000000000" in output
+    assert "Traceback" not in output
+    assert mlflow_client.get_experiment_by_name("production-refusals") is None

@@ -101,4 +101,4 @@ def test_champions_load_through_the_server_and_predict(pipeline_runs, mlflow_ser
         model = mlflow.pyfunc.load_model(f"models:/{MODEL_PREFIX}-{family}@champion")
         predictions = np.asarray(model.predict(X_test)).astype(str)
         accuracy = float(np.mean(predictions == y_test))
-        assert accuracy == pytest.approx(getattr(data, family)["evaluation"]["accuracy"], abs=1e-9)
+        assert accuracy == pytest.approx(getattr(data, family)["report"]["evaluation"]["accuracy"], abs=1e-9)

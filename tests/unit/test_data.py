@@ -457,7 +457,7 @@ def test_schema_summary_of_a_very_wide_dataset_is_compact() -> None:
     features["c7"] = features["c7"].astype(np.int64)
     labels = pd.Series(["a", "b", "a"], name="target")
     summary = dataset_schema_summary(features, labels, "f" * 64)
-    assert columns > WIDE_DATASET_COLUMNS == 1000
+    assert columns > WIDE_DATASET_COLUMNS == 10_000
     assert summary == {
         "digest": "f" * 64,
         "rows": 3,

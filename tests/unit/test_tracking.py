@@ -15,6 +15,7 @@ from sklearn.pipeline import Pipeline
 from modules import tracking
 from modules.errors import TrackingError
 from modules.feature_transformation import build_preprocessor
+from modules.promotion import Candidate, Schema
 from modules.settings import load_settings
 
 pytestmark = pytest.mark.slow
@@ -67,29 +68,75 @@ def test_registering_twice_with_one_key_makes_one_version(store, model_uri):
     assert len(MlflowClient().search_model_versions("name='unit-model'")) == 2
 
 
-def test_promotion_gate(store, model_uri):
+SCHEMA = Schema.of(["a_a", "b_a", "c_b", "d_b"], ["NEGATIVE", "POSITIVE"])
+
+
+def _candidate(version: str, accuracy: float, schema: Schema = SCHEMA) -> Candidate:
+    return Candidate(version, accuracy, 0.5, schema, data_verified=True, data_check="local")
+
+
+def _gate(version: str, accuracy: float, score_model, schema: Schema = SCHEMA, **kwargs):
+    return tracking.promote_through_gate(
+        "svm",
+        "gate",
+        _candidate(version, accuracy, schema),
+        score_model=score_model,
+        min_margin=kwargs.pop("min_margin", 0.10),
+        allow_schema_change=kwargs.pop("allow_schema_change", False),
+    )
+
+
+def test_promotion_gate_on_the_registry(store, model_uri):
     versions = [
-        tracking.register_model(model_uri, "gate", idempotency_key=f"Flow/{i}/svm", tags={}) for i in range(4)
+        tracking.register_model(model_uri, "gate", idempotency_key=f"Flow/{i}/svm", tags=SCHEMA.to_tags())
+        for i in range(5)
     ]
     client = MlflowClient()
 
-    first = tracking.promote_if_better("svm", "gate", versions[0], 0.80, score_model=lambda uri: 0.0)
-    assert first.promoted and first.reason == "no champion yet"
+    def never(uri: str) -> float:
+        raise AssertionError("the champion must not be scored when there is none")
 
-    worse = tracking.promote_if_better("svm", "gate", versions[1], 0.70, score_model=lambda uri: 0.80)
+    below = _gate(versions[0], 0.55, never)
+    assert not below.promoted and "below baseline" in below.reason
+    assert str(client.get_model_version_by_alias("gate", "challenger").version) == versions[0]
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client.get_model_version_by_alias("gate", "champion")
+    tags = client.get_model_version("gate", versions[0]).tags
+    assert tags["gate.promoted"] == "false" and tags["gate.beats_baseline"].startswith("failed:")
+
+    first = _gate(versions[1], 0.80, never)
+    assert first.promoted and first.reason.startswith("first version to pass the gate")
+
+    scored = []
+    worse = _gate(versions[2], 0.70, lambda uri: scored.append(uri) or 0.80)
     assert not worse.promoted and "champion kept" in worse.reason
-    assert client.get_model_version_by_alias("gate", "champion").version in (1, "1")
-    assert str(client.get_model_version_by_alias("gate", "challenger").version) == versions[1]
-
-    tie = tracking.promote_if_better("svm", "gate", versions[2], 0.80, score_model=lambda uri: 0.80)
-    assert not tie.promoted
+    assert scored == [f"models:/gate/{versions[1]}"]  # the champion's own version, not the moving alias
+    assert str(client.get_model_version_by_alias("gate", "champion").version) == versions[1]
+    assert str(client.get_model_version_by_alias("gate", "challenger").version) == versions[2]
 
     def broken(uri: str) -> float:
-        raise ValueError("columns changed")
+        raise ConnectionError("artifact download failed")
 
-    better = tracking.promote_if_better("svm", "gate", versions[3], 0.50, score_model=broken)
-    assert better.promoted and "cannot score" in better.reason
-    assert str(client.get_model_version_by_alias("gate", "champion").version) == versions[3]
+    with pytest.raises(TrackingError) as error:
+        _gate(versions[3], 0.99, broken)
+    message = str(error.value)
+    assert "cannot score champion v2 of gate" in message and "ConnectionError" in message
+    assert "champion kept" in message and "\n" not in message
+    assert str(client.get_model_version_by_alias("gate", "champion").version) == versions[1]
+
+    other = Schema.of(["x"], ["NEGATIVE", "POSITIVE"])
+    kept = _gate(versions[4], 0.99, never, schema=other)
+    assert not kept.promoted and "schema differs" in kept.reason
+    allowed = _gate(versions[4], 0.99, never, schema=other, allow_schema_change=True)
+    assert allowed.promoted
+    assert str(client.get_model_version_by_alias("gate", "champion").version) == versions[4]
+
+
+def test_a_champion_without_schema_tags_is_compared_by_its_signature(store, model_uri):
+    old = tracking.register_model(model_uri, "legacy", idempotency_key="old", tags={})
+    MlflowClient().set_registered_model_alias("legacy", "champion", old)
+    champion = tracking.current_champion("legacy")
+    assert champion.version == old and champion.schema.matches(SCHEMA)
 
 
 def test_logged_model_predicts_labels_from_raw_columns(store, model_uri):
