@@ -1,7 +1,9 @@
 """The registered DNN as an MLflow pyfunc: raw feature columns in, string labels out.
 
 The fitted scikit-learn preprocessor (skops file), the Keras model (native `.keras` file)
-and the class names travel as model artifacts; nothing is pickled but this small class.
+and the class names travel as model artifacts, all of them data: nothing is pickled. The
+model is logged from code (`modules/dnn_model_code.py`), so loading it imports this class
+from the installed project, never from the artifact store.
 """
 
 from __future__ import annotations
@@ -13,24 +15,21 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from modules.model_integrity import load_skops
+
 
 class KerasLabelClassifier(mlflow.pyfunc.PythonModel):
     """Applies the fitted preprocessor, then the Keras model, and maps classes to labels."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         import keras
-        import skops.io
 
-        with open(context.artifacts["meta"]) as handle:
-            meta = json.load(handle)
-        self._classes = np.asarray(meta["classes"])
-        self._preprocessor = skops.io.load(context.artifacts["preprocessor"], trusted=meta["trusted_types"])
-        self._model = keras.saving.load_model(context.artifacts["keras_model"], compile=False)
-
-    def unload(self) -> None:
-        """Drop the loaded objects before the instance is pickled into the model."""
-        for name in ("_classes", "_preprocessor", "_model"):
-            self.__dict__.pop(name, None)
+        with open(context.artifacts["classes"]) as handle:
+            self._classes = np.asarray(json.load(handle)["classes"])
+        # The types skops may build come from our allowlist, never from the model's files.
+        self._preprocessor = load_skops(context.artifacts["preprocessor"])
+        # safe_mode refuses Lambda layers and other code inside the .keras file.
+        self._model = keras.saving.load_model(context.artifacts["keras_model"], compile=False, safe_mode=True)
 
     def predict_proba(self, model_input: pd.DataFrame) -> np.ndarray:
         """Class probabilities, columns in `classes` order."""

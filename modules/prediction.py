@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from modules import tracking
     from modules.errors import TrackingError
+    from modules.model_integrity import ModelIntegrityError
     from modules.settings import get_settings
 
     settings = get_settings()
@@ -363,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     model_uri = args.model or f"models:/{settings.model_name(args.family)}@champion"
     masked = tracking.connect(settings)
     try:
-        model = tracking.load_model(model_uri)
+        model = tracking.load_model(model_uri)  # only after its files match the registry's digest
+    except ModelIntegrityError:
+        raise  # names the version and what differs: retraining is not the answer
     except Exception as exc:  # MLflow raises many kinds; the person needs one line
         report = settings.reports_dir / "promotion.json"
         if report.is_relative_to(settings.project_root):

@@ -39,7 +39,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 # The MLflow 3 UI opens an experiment on its GenAI pages unless told it holds models.
 _EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
-# Our own classes inside logged models; the model's `code/` folder carries them.
+# The models-from-code files logged with our models; their classes are imported from the project.
 _PROJECT_PACKAGE = PROJECT_ROOT / "modules"
 
 
@@ -223,33 +223,31 @@ def pip_requirements(*packages: str) -> list[str]:
     return pins
 
 
-# Types skops may load from our models: scikit-learn's own internals (calibration, folds)
-# and this project's transformers. Anything else in a model is refused at load time.
-_TRUSTED_PACKAGES = ("sklearn.", "modules.")
+def log_sklearn_model(pipeline: Any, input_example: pd.DataFrame, *, name: str = "model") -> str:
+    """Log a fitted scikit-learn Pipeline (raw columns in, string labels out); returns its URI.
 
-
-def _own_types(obj: Any) -> list[str]:
-    """The scikit-learn and project classes inside an object, which skops must be told to trust."""
+    Logged from code (`modules/svm_model_code.py`): the pipeline is a skops file loaded with the
+    project's allowlist; the model's digest is recorded right after it is written.
+    """
     import skops.io
 
-    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(obj))
-    return [name for name in untrusted if name.startswith(_TRUSTED_PACKAGES)]
+    from modules.model_integrity import check_skops_types, record_logged_digest
 
-
-def log_sklearn_model(pipeline: Any, input_example: pd.DataFrame, *, name: str = "model") -> str:
-    """Log a fitted scikit-learn Pipeline (raw columns in, string labels out); returns its URI."""
+    check_skops_types(pipeline, "the scikit-learn pipeline")
     predictions = pipeline.predict(input_example)
     signature = mlflow.models.infer_signature(input_example, pd.Series(predictions, name="label"))
-    info = mlflow.sklearn.log_model(
-        pipeline,
-        name=name,
-        signature=signature,
-        input_example=input_example,
-        pip_requirements=pip_requirements("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"),
-        code_paths=[str(_PROJECT_PACKAGE)],
-        serialization_format="skops",
-        skops_trusted_types=_own_types(pipeline),
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline_path = Path(tmp) / "model.skops"
+        skops.io.dump(pipeline, pipeline_path)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(_PROJECT_PACKAGE / "svm_model_code.py"),
+            artifacts={"pipeline": str(pipeline_path)},
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=pip_requirements("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy"),
+        )
+    record_logged_digest(info.model_id)
     return info.model_uri
 
 
@@ -261,56 +259,78 @@ def log_dnn_model(
     *,
     name: str = "model",
 ) -> str:
-    """Log the DNN as a pyfunc: fitted preprocessor -> Keras model -> string labels."""
+    """Log the DNN as a pyfunc: fitted preprocessor -> Keras model -> string labels.
+
+    Logged from code (`modules/dnn_model_code.py`, no pickled object); the preprocessor is a skops
+    file, the network a `.keras` file; the model's digest is recorded right after it is written.
+    """
     import skops.io
 
     from modules.dnn_pyfunc import KerasLabelClassifier
+    from modules.model_integrity import check_skops_types, record_logged_digest
 
+    check_skops_types(preprocessor, "the DNN's preprocessor")
     with tempfile.TemporaryDirectory() as tmp:
         keras_path = Path(tmp) / "model.keras"
         keras_model.save(keras_path)
         preprocessor_path = Path(tmp) / "preprocessor.skops"
         skops.io.dump(preprocessor, preprocessor_path)
-        meta_path = Path(tmp) / "classes.json"
-        meta_path.write_text(json.dumps({"classes": classes, "trusted_types": _own_types(preprocessor)}))
-        python_model = KerasLabelClassifier()
+        classes_path = Path(tmp) / "classes.json"
+        classes_path.write_text(json.dumps({"classes": classes}))
         artifacts = {
             "keras_model": str(keras_path),
             "preprocessor": str(preprocessor_path),
-            "meta": str(meta_path),
+            "classes": str(classes_path),
         }
+        # Labels of the example rows, for the signature, from the very files being logged.
+        python_model = KerasLabelClassifier()
         python_model.load_context(mlflow.pyfunc.PythonModelContext(artifacts=artifacts, model_config={}))
         predictions = python_model.predict(None, input_example)
-        python_model.unload()
         signature = mlflow.models.infer_signature(input_example, pd.Series(predictions, name="label"))
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=python_model,
+            python_model=str(_PROJECT_PACKAGE / "dnn_model_code.py"),
             artifacts=artifacts,
             signature=signature,
             input_example=input_example,
             pip_requirements=pip_requirements(
                 "mlflow", "tensorflow", "keras", "scikit-learn", "skops", "numpy", "pandas", "scipy"
             ),
-            code_paths=[str(_PROJECT_PACKAGE)],
         )
+    record_logged_digest(info.model_id)
     return info.model_uri
 
 
 def load_model(model_uri: str) -> Any:
-    """Load any logged or registered model as a pyfunc (`models:/NAME@champion`)."""
-    return mlflow.pyfunc.load_model(model_uri)
+    """Load a registered or logged model as a pyfunc, only after its files match their digest.
+
+    `models:/NAME@champion`, `models:/NAME/VERSION` or `models:/m-...`: the files are downloaded
+    to a private folder and checked against the `model.sha256` tag the registry holds before
+    anything in them is parsed or imported; the model is loaded from that checked copy. Raises
+    ModelIntegrityError (one line naming the version) on a mismatch or a missing tag.
+    """
+    from modules.model_integrity import download_verified
+
+    with tempfile.TemporaryDirectory(prefix="verified-model-") as tmp:
+        local = download_verified(model_uri, tmp)
+        return mlflow.pyfunc.load_model(str(local))
 
 
 # --------------------------------------------------------------------------- registry
 def register_model(model_uri: str, name: str, *, idempotency_key: str, tags: dict[str, str]) -> str:
-    """Register a model version once per key (a retried step reuses its version)."""
+    """Register a model version once per key (a retried step reuses its version), tagged with its digest."""
     client = MlflowClient()
     with contextlib.suppress(mlflow.exceptions.MlflowException):
         for existing in client.search_model_versions(f"name='{name}'"):
             if existing.tags.get("idempotency_key") == idempotency_key:
                 return str(existing.version)
-    version_info = mlflow.register_model(model_uri, name, tags={**tags, "idempotency_key": idempotency_key})
+    from modules.model_integrity import DIGEST_TAG, digest_for_registration
+
+    # The version is created with its files' digest: every load checks the files against it.
+    digest = digest_for_registration(model_uri)
+    version_info = mlflow.register_model(
+        model_uri, name, tags={**tags, "idempotency_key": idempotency_key, DIGEST_TAG: digest}
+    )
     return str(version_info.version)
 
 
