@@ -22,8 +22,11 @@ PYTEST_ARGS ?=
 
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
+# checkov gets an environment of its own: its pins clash with the project's.
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: help venv install install-dev data sample eda tune train run cards predict mlflow_ui mlflow_server stop \
+.PHONY: help venv install install-dev lock data sample eda tune train run cards predict mlflow_ui mlflow_server stop \
 	db_init db_upgrade test test-services test-unit lint format bench clean
 
 help: ## List every target with a one-line description
@@ -33,22 +36,40 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# Reinstall only when a requirements file changed (make compares the stamp's time).
-$(RUNTIME_STAMP): requirements.txt | $(VENV)/bin/python
+# Reinstall only when a lock file changed (make compares the stamp's time). The .lock files
+# pin every package, dependencies included, with its hashes: `make lock` writes them from
+# requirements*.txt, and pip refuses anything whose hash differs.
+$(RUNTIME_STAMP): requirements.lock | $(VENV)/bin/python
 	@echo "Installing the runtime requirements into $(VENV) (first time: a few minutes)..."
-	$(PIP) install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP) install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	@touch $@
 
-$(DEV_STAMP): requirements-dev.txt requirements.txt | $(VENV)/bin/python
+$(DEV_STAMP): requirements-dev.lock requirements.lock | $(VENV)/bin/python
 	@echo "Installing the development requirements into $(VENV)..."
-	$(PIP) install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PIP) install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	@touch $@ $(RUNTIME_STAMP)
+
+$(CHECKOV_STAMP): requirements-checkov.lock | $(VENV)/bin/python
+	@echo "Installing checkov into $(CHECKOV_VENV)..."
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-checkov.lock
+	@touch $@
 
 venv: $(VENV)/bin/python ## Create the virtual environment .venv if missing
 
 install: $(RUNTIME_STAMP) ## Install the runtime requirements into .venv (skipped when up to date)
 
-install-dev: $(DEV_STAMP) ## Install runtime + test/lint requirements into .venv
+install-dev: $(DEV_STAMP) $(CHECKOV_STAMP) ## Install runtime + test/lint requirements into .venv (checkov: .venv/tools/checkov)
+
+# Universal (any OS) resolution for Python 3.11; the runtime lock is constrained by the dev
+# lock, so the tests run on exactly the versions production installs.
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock"
+
+lock: install-dev ## Rewrite the requirements*.lock files (every pin, with hashes) from requirements*.txt
+	$(UV_COMPILE) requirements-dev.txt -o requirements-dev.lock
+	$(UV_COMPILE) --constraints requirements-dev.lock requirements.txt -o requirements.lock
+	$(UV_COMPILE) requirements-checkov.txt -o requirements-checkov.lock
 
 data: install ## Download the Kaggle dataset into data/, or build the offline sample (FORCE=1 overwrites)
 	$(PY) -m modules.data fetch --out "$(DATA)" $(if $(FORCE),--force)

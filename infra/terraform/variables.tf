@@ -1,4 +1,4 @@
-# Inputs. Only project_id and the GitHub repository's ids are required; see
+# Inputs. Only project_id and the GitHub repository's owner, name and ids are required; see
 # terraform.tfvars.example and README.md for how to find them.
 
 variable "project_id" {
@@ -22,13 +22,23 @@ variable "region" {
   }
 }
 
-variable "github_repository" {
-  description = "The GitHub repository that runs the pipeline, as owner/name. Used in descriptions and outputs only: access is granted by numeric id."
+variable "github_owner" {
+  description = "Owner (user or organisation) of the GitHub repository, exactly as GitHub spells it. Part of the production subject repo:OWNER/NAME:environment:production that the Workload Identity condition checks."
   type        = string
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9-]+/[A-Za-z0-9._-]+$", var.github_repository))
-    error_message = "github_repository must look like owner/name."
+    condition     = can(regex("^[A-Za-z0-9](?:[A-Za-z0-9-]{0,37}[A-Za-z0-9])?$", var.github_owner))
+    error_message = "github_owner must be a GitHub user or organisation name, e.g. octo-org."
+  }
+}
+
+variable "github_repository_name" {
+  description = "Name of the GitHub repository (without the owner), exactly as GitHub spells it."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]{1,100}$", var.github_repository_name))
+    error_message = "github_repository_name must be a repository name such as Operational_ML."
   }
 }
 
@@ -92,26 +102,13 @@ variable "database_name" {
 }
 
 variable "database_user" {
-  description = "PostgreSQL user that the MLflow server connects as."
+  description = "PostgreSQL role that the MLflow server connects as. Created by infra/postgres/init.sql (make db_init), not by Terraform, so that it is not a member of cloudsqlsuperuser."
   type        = string
   default     = "mlflowdata"
 
   validation {
     condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.database_user))
     error_message = "database_user must be a lowercase PostgreSQL identifier (letters, digits, underscores)."
-  }
-}
-
-variable "database_password" {
-  description = "Password of database_user. Leave unset (null) to generate a random one; either way it is stored in Secret Manager."
-  type        = string
-  sensitive   = true
-  nullable    = true
-  default     = null
-
-  validation {
-    condition     = var.database_password == null || length(coalesce(var.database_password, "x")) >= 16
-    error_message = "database_password must be at least 16 characters, or left unset to generate one."
   }
 }
 
@@ -134,20 +131,6 @@ variable "backup_retained_count" {
   validation {
     condition     = var.backup_retained_count >= 1 && var.backup_retained_count <= 365
     error_message = "backup_retained_count must be between 1 and 365."
-  }
-}
-
-variable "authorized_networks" {
-  description = "Extra CIDR ranges allowed to connect to the public IP directly (SSL still required). Empty by default: GitHub Actions and people connect through the Cloud SQL Auth Proxy, which is authorised by IAM instead."
-  type = list(object({
-    name = string
-    cidr = string
-  }))
-  default = []
-
-  validation {
-    condition     = alltrue([for n in var.authorized_networks : can(cidrhost(n.cidr, 0)) && !endswith(n.cidr, "/0")])
-    error_message = "authorized_networks must hold valid CIDR ranges and never 0.0.0.0/0 (the whole internet)."  # never the whole internet
   }
 }
 
@@ -178,6 +161,17 @@ variable "artifact_prefix" {
   validation {
     condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", var.artifact_prefix))
     error_message = "artifact_prefix must be a relative path without leading or trailing slashes, e.g. mlflow."
+  }
+}
+
+variable "access_log_retention_days" {
+  description = "Days to keep the artifact bucket's usage logs (bucket PROJECT_ID-mlflow-access-logs)."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.access_log_retention_days >= 1
+    error_message = "access_log_retention_days must be at least 1."
   }
 }
 

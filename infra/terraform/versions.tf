@@ -1,5 +1,7 @@
 # Terraform and provider versions. The google provider 6.x removed
 # `ip_configuration.require_ssl` in favour of `ssl_mode`, which this configuration uses.
+# `terraform init` records the exact provider versions and their checksums in
+# .terraform.lock.hcl: commit that file (README.md, "Provider lock file").
 terraform {
   required_version = ">= 1.5.0"
 
@@ -8,18 +10,13 @@ terraform {
       source  = "hashicorp/google"
       version = ">= 6.0, < 8.0"
     }
-    random = {
-      source  = "hashicorp/random"
-      version = ">= 3.6, < 4.0"
-    }
   }
 
-  # The state holds the generated database password: keep it in a private bucket,
-  # not on a laptop. Create the bucket once, then uncomment and run `terraform init`.
-  # backend "gcs" {
-  #   bucket = "YOUR-PROJECT-tfstate"
-  #   prefix = "operational-ml"
-  # }
+  # The state lives in a private, versioned Cloud Storage bucket, never on a laptop.
+  # Partial configuration: the bucket is named at init time, e.g.
+  #   terraform init -backend-config="bucket=PROJECT_ID-tfstate" -backend-config="prefix=operational-ml"
+  # README.md ("Remote state") creates the bucket once.
+  backend "gcs" {}
 }
 
 provider "google" {
