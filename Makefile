@@ -103,7 +103,7 @@ predict: install ## Score DATA with the champion of MODEL=svm|dnn trained on DAT
 	$(PY) -m modules.prediction "$(DATA)" $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) --data-path "$(or $(TRAINED_ON),$(DATA))") --out "$(REPORTS)/predictions.csv"
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
-	$(PY) -m modules.tracking ui
+	$(PY) -m modules.tracking_server ui
 
 mlflow_server: install ## Start the MLflow tracking server (PostgreSQL + GCS when configured)
 	$(PY) -m modules.tracking_server start

@@ -13,7 +13,13 @@ after its leader was killed, and needs none of the auth secrets (only `start` ch
 Secrets never reach a command line, a log file or a printed line: the database password travels
 to `mlflow server` and `mlflow db upgrade` in the PGPASSWORD environment variable, which libpq
 reads, so every URI we build or print has no password in it; `psql` gets the admin's password as
-PGPASSWORD and the new user's on its standard input.
+PGPASSWORD and the new user's on its standard input. The server gets only the environment it
+needs (`server_environment`), not the caller's whole environment.
+
+Without authentication the server binds loopback only: any other MLFLOW_HOST needs
+MLFLOW_AUTH=basic, or MLFLOW_ALLOW_UNAUTHENTICATED_PUBLIC=1 (with a warning). The SQLite stores
+(`mlflow.db`, `basic_auth.db`), the PID file, the log and the auth configuration are created
+readable by their owner only (0600). `ui` serves the MLflow UI on the embedded store (`make mlflow_ui`).
 """
 
 from __future__ import annotations
@@ -47,8 +53,53 @@ AUTH_CONFIG_NAME = "basic_auth.ini"
 AUTH_MODES = ("none", "basic")
 AUTH_PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 MIN_ADMIN_PASSWORD_LENGTH = 12  # MLflow's own minimum for the bootstrap admin password
-# Variables the server process must not inherit: it gets the database password as PGPASSWORD only.
-_NOT_FOR_SERVER = ("POSTGRES_PASSWORD", "POSTGRES_ADMIN_PASSWORD")
+ALLOW_PUBLIC_VAR = "MLFLOW_ALLOW_UNAUTHENTICATED_PUBLIC"
+# What the server (and `mlflow db upgrade`, `psql`) may take from the caller's environment and
+# .env: the system basics, MLflow's own settings, Google Cloud access for the bucket, libpq's.
+_SERVER_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "PYTHONUNBUFFERED",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "STORAGE_EMULATOR_HOST",
+        "CLOUDSDK_CONFIG",
+        "GCE_METADATA_HOST",
+        "GCE_METADATA_IP",
+    }
+)
+_SERVER_ENV_PREFIXES = ("LC_", "MLFLOW_", "GOOGLE_", "PG")
+# Never passed on, even with an allowed prefix: other programs' secrets and the clients' own
+# credentials. The database password reaches the server as PGPASSWORD, set by us.
+_NOT_FOR_SERVER = (
+    "POSTGRES_PASSWORD",
+    "POSTGRES_ADMIN_PASSWORD",
+    "PGPASSWORD",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+)
+_PRIVATE_UMASK = 0o077  # files the server creates (SQLite journals, local artifacts) stay private
 _POSTGRES_KEYS = ("host", "port", "db", "user", "password")
 _LOG_TAIL_LINES = 25
 
@@ -131,6 +182,50 @@ class StoppedServer:
 def config_environment(settings: Settings, env_overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables the server runs with: `.env`, then the process environment, then overrides."""
     return {**read_environment(settings.project_root), **(env_overrides or {})}
+
+
+def server_environment(env: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of `env` a server process needs (see `_SERVER_ENV_NAMES`), plus `extra`.
+
+    A token or password the caller happens to have exported (GITHUB_TOKEN, AWS keys, the
+    clients' MLFLOW_TRACKING_PASSWORD) never reaches the server, its workers or their logs.
+    """
+    kept = {
+        key: value
+        for key, value in env.items()
+        if (key in _SERVER_ENV_NAMES or key.startswith(_SERVER_ENV_PREFIXES)) and key not in _NOT_FOR_SERVER
+    }
+    return {**kept, **(extra or {})}
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches: 127.0.0.0/8, ::1, `localhost`."""
+    if host.strip().lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: reachable from elsewhere
+        return False
+
+
+def check_bind(
+    host: str, *, authenticated: bool, env: Mapping[str, str], what: str = "the MLflow server"
+) -> str | None:
+    """Refuse to serve beyond loopback without authentication; returns a warning when overridden.
+
+    MLFLOW_ALLOW_UNAUTHENTICATED_PUBLIC=1 accepts the risk (say, behind an authenticating proxy).
+    """
+    if authenticated or is_loopback(host):
+        return None
+    if (env.get(ALLOW_PUBLIC_VAR) or "").strip().lower() in ("1", "true", "yes"):
+        return (
+            f"warning: {what} listens on {host} without authentication ({ALLOW_PUBLIC_VAR}=1): "
+            "anyone who can reach it can read and change every run and model"
+        )
+    raise ConfigurationError(
+        f"MLFLOW_HOST={host} would open {what} to other machines without authentication: set "
+        f"MLFLOW_AUTH=basic, bind 127.0.0.1, or set {ALLOW_PUBLIC_VAR}=1 to accept the risk"
+    )
 
 
 def load_server_options(env: Mapping[str, str], *, check_auth: bool = True) -> ServerOptions:
@@ -280,6 +375,17 @@ def build_server_command(
     return argv, env
 
 
+def build_ui_command(settings: Settings, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The `mlflow ui` argv on the embedded store, and its variables: the store URIs never go on argv."""
+    root = settings.mlflow_artifact_root
+    argv = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port), "--workers", "1"]
+    env = {
+        "MLFLOW_BACKEND_STORE_URI": settings.mlflow_tracking_uri,
+        "MLFLOW_DEFAULT_ARTIFACT_ROOT": root if "://" in root else Path(root).resolve().as_uri(),
+    }
+    return argv, env
+
+
 def auth_database_uri(settings: Settings) -> str:
     """Where basic auth keeps users and permissions: the same PostgreSQL database, or SQLite."""
     if settings.uses_postgres:
@@ -315,6 +421,21 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+def make_private_sqlite(uri: str) -> Path | None:
+    """Create the file of a `sqlite:///` store readable by its owner only (0600), or tighten it.
+
+    SQLite creates its journal files with the database file's mode, so they stay private too.
+    Returns the path, or None for a store that is not a SQLite file.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    path.chmod(0o600)
+    return path
 
 
 def _hide(text: str, secrets: Sequence[str]) -> str:
@@ -721,8 +842,7 @@ def _ensure_port_free(host: str, port: int) -> None:
 
 
 def _prepare_local_stores(settings: Settings, backend_uri: str, destination: str) -> None:
-    if backend_uri.startswith("sqlite:///"):
-        Path(backend_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    make_private_sqlite(backend_uri)
     if "://" not in destination:
         Path(destination).mkdir(parents=True, exist_ok=True)
 
@@ -790,6 +910,9 @@ def start_server(
     """
     env = config_environment(settings, env_overrides)
     options = options or load_server_options(env)
+    warning = check_bind(settings.mlflow_host, authenticated=options.auth == "basic", env=env)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     timeout = options.start_timeout if timeout is None else timeout
     argv, server_env = build_server_command(settings, options)
     url = server_url(settings)
@@ -807,12 +930,12 @@ def start_server(
     check_database(settings)
     destination = artifacts_destination(settings)
     _prepare_local_stores(settings, server_env["MLFLOW_BACKEND_STORE_URI"], destination)
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if options.auth == "basic":
         write_auth_config(settings, options)
+        make_private_sqlite(auth_database_uri(settings))
 
-    process_env = {k: v for k, v in env.items() if k not in _NOT_FOR_SERVER}
-    process_env.update(server_env)
+    process_env = server_environment(env, server_env)
     # The job runner serves GenAI evaluation jobs this project does not use: one process less.
     process_env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
@@ -827,6 +950,7 @@ def start_server(
             env=process_env,
             cwd=settings.project_root,
             start_new_session=True,  # its own process group: stop signals server and workers together
+            umask=_PRIVATE_UMASK,
         )
     finally:
         os.close(log_fd)
@@ -1004,7 +1128,7 @@ def db_init(
         "-",
     ]
     script = f"\\set dbpassword {_psql_quote(pg['password'])}\n\\i {_psql_quote(str(init_sql))}\n"
-    env = {k: v for k, v in config_environment(settings).items() if k not in _NOT_FOR_SERVER}
+    env = server_environment(config_environment(settings))
     env.setdefault("PGCONNECT_TIMEOUT", "10")  # an unreachable host fails in seconds
     if admin_password:
         env["PGPASSWORD"] = admin_password
@@ -1023,13 +1147,17 @@ def db_init(
 def db_upgrade(settings: Settings) -> str:
     """Run `mlflow db upgrade` on the backend store (the password only in PGPASSWORD). Returns its output."""
     uri = backend_store_uri(settings)
-    env = {k: v for k, v in config_environment(settings).items() if k not in _NOT_FOR_SERVER}
+    env = server_environment(config_environment(settings))
     if settings.uses_postgres:
         env["PGPASSWORD"] = settings.postgres["password"]
     else:
         _prepare_local_stores(settings, uri, artifacts_destination(settings))
     result = subprocess.run(
-        [sys.executable, "-m", "mlflow", "db", "upgrade", uri], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "mlflow", "db", "upgrade", uri],
+        capture_output=True,
+        text=True,
+        env=env,
+        umask=_PRIVATE_UMASK,
     )
     output = _hide(result.stdout + result.stderr, [settings.postgres.get("password", "")])
     if result.returncode != 0:
@@ -1073,8 +1201,30 @@ def _start(settings: Settings, timeout: float | None) -> int:
     return 0
 
 
+def _ui(settings: Settings, host: str | None, port: int | None) -> int:
+    """`make mlflow_ui`: replace this process by `mlflow ui` on the embedded store."""
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith(("http://", "https://")):
+        _say(f"MLflow tracking server: open {uri} in a browser")
+        return 0
+    host, port = host or settings.mlflow_host, port or settings.mlflow_port
+    env = config_environment(settings)
+    warning = check_bind(host, authenticated=False, env=env, what="the MLflow UI")
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    make_private_sqlite(uri)
+    argv, ui_env = build_ui_command(settings, host, port)
+    process_env = server_environment(env, ui_env)
+    # The UI needs no background job workers (MLflow's GenAI job runner): keep it to one process.
+    process_env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    _say(f"MLflow UI on {uri}: http://{_url_host(host)}:{port} (Ctrl+C to stop)")
+    os.umask(_PRIVATE_UMASK)
+    os.execve(sys.executable, argv, process_env)
+    return 0  # not reached: execve replaces this process
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of `make mlflow_server`, `make stop`, `make db_init`, `make db_upgrade`."""
+    """Command line of `make mlflow_server`, `make stop`, `make mlflow_ui`, `make db_init`, `make db_upgrade`."""
     parser = argparse.ArgumentParser(
         prog="python -m modules.tracking_server",
         description=(
@@ -1107,11 +1257,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="create the database, user and grants (infra/postgres/init.sql) as POSTGRES_ADMIN_USER",
     )
     commands.add_parser("db-upgrade", help="apply MLflow's schema migrations to the backend store")
+    ui = commands.add_parser(
+        "ui", help="serve the MLflow UI on the embedded store of MLFLOW_TRACKING_URI (127.0.0.1 by default)"
+    )
+    ui.add_argument("--host", default=None, help="address to bind (default: MLFLOW_HOST or 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=None, help="port (default: MLFLOW_PORT or 5000)")
     args = parser.parse_args(argv)
 
     settings = load_settings()
     if args.command == "start":
         return _start(settings, args.timeout)
+    if args.command == "ui":
+        return _ui(settings, args.host, args.port)
     # Only `start` needs the auth settings: stopping or checking a server never asks for its secrets.
     options = load_server_options(config_environment(settings), check_auth=False)
     if args.command == "stop":

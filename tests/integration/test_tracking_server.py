@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from modules.tracking_server import (
     ServerAlreadyRunning,
     ServerStartError,
     auth_config_path,
+    auth_database_uri,
     check_tracking_server,
     db_upgrade,
     is_process_alive,
@@ -39,6 +41,7 @@ from modules.tracking_server import (
     read_server_record,
     running_server_pid,
     start_server,
+    stop_server,
 )
 from tests.integration.servers import (
     AUTH_ADMIN_PASSWORD,
@@ -438,3 +441,98 @@ def test_a_server_that_does_not_answer_in_time_is_stopped(tmp_path: Path) -> Non
         start_server(settings, env_overrides=env, timeout=0.5)
     assert not pid_file_path(settings).exists()
     assert running_server_pid(settings) is None
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw.split(b"\0") if item)
+
+
+def test_the_server_runs_with_its_own_environment_and_private_files(tmp_path: Path) -> None:
+    """SQLite + basic auth: no caller secret in any server process; stores, PID file and log 0600."""
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}",
+        "MLFLOW_PORT": str(free_port()),
+        "MLFLOW_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "RUN_DIR": str(tmp_path / "run"),
+        "MLFLOW_AUTH": "basic",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "private-files-secret-key-0123",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": AUTH_ADMIN_PASSWORD,
+        # What a developer's shell holds: none of it is the server's business.
+        "GITHUB_TOKEN": "ghp_caller_token_0123",
+        "AWS_SECRET_ACCESS_KEY": "aws-caller-secret-0123",
+        "MLFLOW_TRACKING_PASSWORD": "client-password-0123",
+    }
+    settings = load_settings(root=tmp_path, env=env)
+    old_umask = os.umask(0o022)  # the usual umask, which makes new files 0644
+    try:
+        handle = start_server(settings, env_overrides=env, timeout=180)
+    finally:
+        os.umask(old_umask)
+    try:
+        processes = [handle.pid, *_descendants(handle.pid)]
+        assert len(processes) >= 2
+        for process in processes:
+            environ = _environ(process)
+            assert not {"GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD"} & set(environ)
+            assert not [value for value in environ.values() if value.endswith("-0123") and "caller" in value]
+        assert _environ(handle.pid)["MLFLOW_BACKEND_STORE_URI"] == env["MLFLOW_TRACKING_URI"]
+        assert requests.get(f"{handle.url}/health", timeout=10).status_code == 200
+        private = [
+            tmp_path / "store" / "mlflow.db",
+            Path(auth_database_uri(settings).removeprefix("sqlite:///")),
+            handle.pid_file,
+            handle.log_path,
+            auth_config_path(settings),
+        ]
+        assert {str(path): oct(path.stat().st_mode & 0o777) for path in private} == {
+            str(path): "0o600" for path in private
+        }
+    finally:
+        stop_server(settings)
+
+
+def test_make_mlflow_ui_keeps_the_store_off_the_command_line(tmp_path: Path) -> None:
+    """`python -m modules.tracking_server ui` becomes `mlflow ui`; the store URI is in its environment."""
+    store = tmp_path / "ui" / "mlflow.db"
+    port = free_port()
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store}",
+        "MLFLOW_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "MLFLOW_PORT": str(port),
+        "GITHUB_TOKEN": "ghp_caller_token_0123",
+    }
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "modules.tracking_server", "ui"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert ui.poll() is None, ui.stdout.read().decode() if ui.stdout else ""
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("mlflow ui did not answer /health")
+        for process in [ui.pid, *_descendants(ui.pid)]:
+            assert str(store) not in " ".join(process_command(process))
+        assert process_command(ui.pid)[1:4] == ["-m", "mlflow", "ui"]  # the same PID, replaced by execve
+        environ = _environ(ui.pid)
+        assert environ["MLFLOW_BACKEND_STORE_URI"] == f"sqlite:///{store}"
+        assert "GITHUB_TOKEN" not in environ
+        assert store.stat().st_mode & 0o777 == 0o600
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(ui.pid, signal.SIGTERM)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            ui.wait()

@@ -17,25 +17,34 @@ import pytest
 from modules.errors import ConfigurationError, TrackingError
 from modules.settings import PROJECT_ROOT, load_settings
 from modules.tracking_server import (
+    ALLOW_PUBLIC_VAR,
     ServerOptions,
     ServerRecord,
+    auth_config_path,
+    auth_database_uri,
     backend_store_uri,
     binds_port,
     build_server_command,
+    check_bind,
     check_database,
     check_tracking_server,
+    db_upgrade,
     find_server_processes,
     is_process_alive,
     listening_pids,
     load_server_options,
+    log_file_path,
     main,
+    make_private_sqlite,
     pid_file_path,
     process_group_members,
     read_pid_file,
     read_server_record,
     running_server_pid,
+    server_environment,
     server_status,
     server_url,
+    start_server,
     stop_server,
     write_auth_config,
     write_server_record,
@@ -442,3 +451,188 @@ def test_install_server_script_does_nothing_when_initdb_exists(tmp_path: Path) -
         result.stdout.strip()
         == f"install_server.sh: PostgreSQL server already installed: {fake_initdb} (nothing to do)"
     )
+
+
+# --------------------------------------------------------------------------- binds, environment, files
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_loopback_binds_need_no_auth(host: str) -> None:
+    assert check_bind(host, authenticated=False, env={}) is None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "mlflow.example.com"])
+def test_an_unauthenticated_public_bind_is_refused_before_anything_starts(tmp_path: Path, host: str) -> None:
+    settings = settings_for(tmp_path, MLFLOW_HOST=host, MLFLOW_PORT=str(_free_port()))
+    with pytest.raises(ConfigurationError) as caught:
+        start_server(settings, env_overrides={"MLFLOW_HOST": host})
+    assert str(caught.value) == (
+        f"MLFLOW_HOST={host} would open the MLflow server to other machines without authentication: "
+        f"set MLFLOW_AUTH=basic, bind 127.0.0.1, or set {ALLOW_PUBLIC_VAR}=1 to accept the risk"
+    )
+    assert not pid_file_path(settings).exists() and not log_file_path(settings).exists()
+    assert check_bind(host, authenticated=True, env={}) is None  # basic auth may bind anywhere
+
+
+def test_the_override_warns_and_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        settings = settings_for(tmp_path, MLFLOW_HOST="0.0.0.0", MLFLOW_PORT=str(port))
+        # Past the bind check, the next check finds the port taken: nothing is bound by the test.
+        with pytest.raises(TrackingError, match=f"port {port} on 0.0.0.0 is already in use"):
+            start_server(settings, env_overrides={ALLOW_PUBLIC_VAR: "1"})
+    assert capsys.readouterr().err == (
+        f"warning: the MLflow server listens on 0.0.0.0 without authentication ({ALLOW_PUBLIC_VAR}=1): "
+        "anyone who can reach it can read and change every run and model\n"
+    )
+
+
+def test_the_server_gets_only_the_variables_it_needs() -> None:
+    caller = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/me",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONPATH": "/project",
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "needed-by-basic-auth",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json",
+        "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023",
+        "PGSSLMODE": "require",
+        # Not the server's business:
+        "GITHUB_TOKEN": "ghp_secret",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "OPENAI_API_KEY": "sk-secret",
+        "MLFLOW_TRACKING_PASSWORD": "client-secret",
+        "MLFLOW_TRACKING_TOKEN": "client-token",
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "POSTGRES_PASSWORD": PASSWORD,
+        "POSTGRES_ADMIN_PASSWORD": "admin-secret",
+        "PGPASSWORD": "someone-elses",
+        "SSH_AUTH_SOCK": "/tmp/agent",
+    }
+    env = server_environment(
+        caller, {"PGPASSWORD": PASSWORD, "MLFLOW_BACKEND_STORE_URI": "postgresql://u@h/db"}
+    )
+    assert env == {
+        "PATH": "/usr/bin",
+        "HOME": "/home/me",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONPATH": "/project",
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "5",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "needed-by-basic-auth",
+        "GOOGLE_APPLICATION_CREDENTIALS": "/keys/sa.json",
+        "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023",
+        "PGSSLMODE": "require",
+        "PGPASSWORD": PASSWORD,
+        "MLFLOW_BACKEND_STORE_URI": "postgresql://u@h/db",
+    }
+
+
+def test_mlflow_ui_keeps_the_store_uri_off_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = "postgresql+psycopg2://mlflow:Ui-S3cret@127.0.0.1:5432/mlflowdata"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_secret")
+    launched: list[tuple[str, list[str], dict[str, str]]] = []
+
+    class Replaced(Exception):
+        pass
+
+    def execve(path: str, argv: list[str], env: dict[str, str]) -> None:
+        launched.append((path, list(argv), dict(env)))
+        raise Replaced  # instead of becoming `mlflow ui`
+
+    monkeypatch.setattr("modules.tracking_server.os.execve", execve)
+    monkeypatch.setattr("modules.tracking_server.os.umask", lambda mask: 0o022)
+    with pytest.raises(Replaced):
+        main(["ui", "--port", "5077"])
+    _, argv, env = launched[0]
+    assert argv[1:4] == ["-m", "mlflow", "ui"] and argv[argv.index("--port") + 1] == "5077"
+    assert "Ui-S3cret" not in " ".join(argv) and "--backend-store-uri" not in argv
+    assert env["MLFLOW_BACKEND_STORE_URI"] == uri
+    assert env["MLFLOW_DEFAULT_ARTIFACT_ROOT"] == (tmp_path / "artifacts").as_uri()
+    assert "GITHUB_TOKEN" not in env and "MLFLOW_TRACKING_URI" not in env
+    out = capsys.readouterr().out
+    assert "Ui-S3cret" not in out and "mlflow:***@127.0.0.1" in out
+
+
+def test_mlflow_ui_refuses_an_unauthenticated_public_bind(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr("modules.tracking_server.os.execve", lambda *args: pytest.fail("must not start"))
+    with pytest.raises(ConfigurationError, match="would open the MLflow UI to other machines"):
+        main(["ui", "--host", "0.0.0.0"])
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_sqlite_stores_are_created_private_and_tightened(tmp_path: Path) -> None:
+    fresh = make_private_sqlite(f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}")
+    assert fresh is not None and fresh.stat().st_mode & 0o777 == 0o600
+    loose = tmp_path / "basic_auth.db"
+    loose.write_bytes(b"")
+    loose.chmod(0o644)
+    make_private_sqlite(f"sqlite:///{loose}")
+    assert loose.stat().st_mode & 0o777 == 0o600
+    assert make_private_sqlite("postgresql+psycopg2://u@h/db") is None
+
+
+@pytest.mark.slow
+def test_db_upgrade_creates_the_sqlite_store_private(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)  # a usual umask would make the file 0644
+    try:
+        settings = settings_for(tmp_path)
+        db_upgrade(settings)
+    finally:
+        os.umask(old_umask)
+    store = Path(backend_store_uri(settings).removeprefix("sqlite:///"))
+    assert store.stat().st_size > 0 and store.stat().st_mode & 0o777 == 0o600
+
+
+def test_gitignore_covers_every_local_store_key_and_state_file() -> None:
+    settings = load_settings(root=PROJECT_ROOT, env={})
+    written = [
+        pid_file_path(settings),
+        log_file_path(settings),
+        auth_config_path(settings),
+        Path(backend_store_uri(settings).removeprefix("sqlite:///")),
+        Path(auth_database_uri(settings).removeprefix("sqlite:///")),
+        PROJECT_ROOT / "mlruns" / "artifacts" / "1" / "models" / "m-1" / "artifacts" / "MLmodel",
+        PROJECT_ROOT / "mlruns" / "mlflow.db-journal",
+        PROJECT_ROOT / "mlflow.db",  # MLFLOW_TRACKING_URI=sqlite:///mlflow.db
+        PROJECT_ROOT / "mlartifacts" / "0" / "x",  # a bare `mlflow server`'s default artifact folder
+        settings.reports_dir / "predictions.csv",
+        PROJECT_ROOT / ".metaflow" / "TuningFlow" / "1",
+        PROJECT_ROOT / ".tuner" / "dnn" / "trial.json",
+        PROJECT_ROOT / ".env",
+        PROJECT_ROOT / ".env.production",
+        PROJECT_ROOT / "data" / "emotions.csv",
+        PROJECT_ROOT / "gha-creds-1234.json",
+        PROJECT_ROOT / "service-account.json",
+        PROJECT_ROOT / "application_default_credentials.json",
+        PROJECT_ROOT / "tls.key",
+        PROJECT_ROOT / "tls.pem",
+        PROJECT_ROOT / "infra" / "terraform" / "terraform.tfstate",
+    ]
+    relative = [str(path.relative_to(PROJECT_ROOT)) for path in written]
+    result = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--verbose", "--non-matching", *relative],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(relative), result.stderr  # one verdict per path (in a git checkout)
+    not_ignored = [line.split("\t", 1)[1] for line in lines if line.startswith("::")]
+    assert not_ignored == []
+    kept = ["data/manifest.json", ".env.example", "data/.gitkeep"]
+    tracked = subprocess.run(
+        ["git", "check-ignore", "--no-index", *kept], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert tracked.stdout == ""
