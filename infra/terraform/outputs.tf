@@ -8,7 +8,7 @@ output "workload_identity_provider" {
 }
 
 output "service_account" {
-  description = "Email of the service account GitHub Actions impersonates (repository variable GCP_SERVICE_ACCOUNT)."
+  description = "Email of the service account GitHub Actions impersonates (production environment variable GCP_SERVICE_ACCOUNT)."
   value       = google_service_account.pipeline.email
 }
 
@@ -18,17 +18,17 @@ output "bucket" {
 }
 
 output "artifact_root" {
-  description = "Where MLflow stores artifacts (repository variable MLFLOW_ARTIFACT_ROOT)."
+  description = "Where MLflow stores artifacts (production environment variable MLFLOW_ARTIFACT_ROOT)."
   value       = "gs://${google_storage_bucket.artifacts.name}/${var.artifact_prefix}"
 }
 
 output "cloud_sql_connection_name" {
-  description = "PROJECT:REGION:INSTANCE, what the Cloud SQL Auth Proxy connects to (repository variable CLOUD_SQL_CONNECTION_NAME)."
+  description = "PROJECT:REGION:INSTANCE, what the Cloud SQL Auth Proxy connects to (production environment variable CLOUD_SQL_CONNECTION_NAME)."
   value       = google_sql_database_instance.mlflow.connection_name
 }
 
 output "database_name" {
-  description = "MLflow database name (repository variable POSTGRES_DB)."
+  description = "MLflow database name (production environment variable POSTGRES_DB)."
   value       = google_sql_database.mlflow.name
 }
 
