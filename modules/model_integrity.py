@@ -10,7 +10,8 @@ credentialed training job; `make predict` loads it on a person's machine). So:
 - `download_verified` resolves `models:/NAME@ALIAS`, `models:/NAME/VERSION` or a logged model
   `models:/m-...` to one version, downloads its files to a private folder and compares their
   digest with the tag before any file is parsed, imported or deserialised; a mismatch is one
-  line naming the version (exit 2);
+  line naming the version (exit 2); the model's Python file is then replaced by the project's
+  own copy, so only reviewed code runs even if someone could also rewrite the tag;
 - the skops files inside models are loaded with `load_skops`, which trusts only the types in
   `TRUSTED_SKOPS_TYPES` (this file, reviewed code), never a list stored with the model.
 
@@ -25,6 +26,7 @@ import getpass
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +48,10 @@ TRUSTED_SKOPS_TYPES: tuple[str, ...] = (
     "sklearn.model_selection._split.StratifiedKFold",
 )
 
+# The models-from-code files our models are logged with (modules/). The loader runs the
+# project's own copy, never the one stored with a model.
+MODEL_CODE_FILES = ("svm_model_code.py", "dnn_model_code.py")
+_PROJECT_MODULES = Path(__file__).resolve().parent
 _LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 _CHUNK = 1 << 20
 
@@ -169,7 +175,8 @@ def download_verified(model_uri: str, destination: str | Path) -> Path:
 
     Returns the folder to load the model from. Nothing in the files is parsed before the check;
     load from the returned copy only (a second download could differ). Raises
-    ModelIntegrityError (one line, naming the version) on a missing tag or a mismatch.
+    ModelIntegrityError (one line, naming the version) on a missing tag or a mismatch. A model
+    logged from code then gets the project's own copy of its code file (`use_project_code`).
     """
     model = resolve_model(model_uri)
     if not model.expected:
@@ -181,7 +188,37 @@ def download_verified(model_uri: str, destination: str | Path) -> Path:
             f"{model.label}: artifact digest mismatch (expected {_short(model.expected)}, "
             f"got {_short(actual)}); refusing to load"
         )
+    use_project_code(local, model.label)
     return local
+
+
+def use_project_code(local: Path, label: str) -> None:
+    """Make a checked model run the project's code: its code file replaced by ours, nothing else.
+
+    A second line of defence for someone who could change the registry's digest as well as the
+    files: the model must name one of `MODEL_CODE_FILES`, ship no `code/` folder and keep its
+    artifacts inside its folder. A model not logged from code (registered before, and stamped by
+    an operator) is left as it is: the stamp trusted its files.
+    """
+    import yaml
+
+    flavors = (yaml.safe_load((local / "MLmodel").read_text()) or {}).get("flavors") or {}
+    pyfunc = flavors.get("python_function") or {}
+    if not pyfunc.get("model_code_path"):
+        return
+    # MLflow runs the file of this base name in the model's folder.
+    name = os.path.basename(str(pyfunc["model_code_path"]))
+    if name not in MODEL_CODE_FILES or pyfunc.get("code") or set(flavors) != {"python_function"}:
+        raise ModelIntegrityError(
+            f"{label}: logged with code this project does not ship ({name}); refusing to load"
+        )
+    root = local.resolve()
+    for artifact in (pyfunc.get("artifacts") or {}).values():
+        if not (root / str((artifact or {}).get("path", ""))).resolve().is_relative_to(root):
+            raise ModelIntegrityError(
+                f"{label}: an artifact path leaves the model's folder; refusing to load"
+            )
+    shutil.copyfile(_PROJECT_MODULES / name, local / name)
 
 
 def record_logged_digest(model_id: str) -> str:

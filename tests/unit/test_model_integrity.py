@@ -285,6 +285,50 @@ def test_a_skops_file_swapped_with_a_matching_digest_is_still_refused(store) -> 
         tracking.load_model("models:/swapped@champion")
 
 
+def _retag(name: str, version: str, files: Path) -> None:
+    """What someone who can also write the registry could do: a digest for the changed files."""
+    MlflowClient().set_model_version_tag(name, version, DIGEST_TAG, artifact_digest(files))
+
+
+@pytest.mark.slow
+def test_with_the_digest_rewritten_too_only_the_projects_code_runs(store, tmp_path: Path) -> None:
+    uri, version = _log_and_register("rewritten")
+    files = _files_in_store(uri)
+    marker = tmp_path / "code-ran"
+    code_file = files / "svm_model_code.py"
+    code_file.write_text(code_file.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
+    _retag("rewritten", version, files)
+    X, y = _rows()
+    assert list(tracking.load_model("models:/rewritten@champion").predict(X)) == list(y)
+    assert not marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda text: text.replace("svm_model_code.py", "evil.py"),
+            "logged with code this project does not ship (evil.py)",
+        ),
+        (
+            lambda text: text.replace("path: artifacts/model.skops", "path: ../../../../../etc/hostname"),
+            "an artifact path leaves the model's folder",
+        ),
+    ],
+)
+def test_a_model_that_names_other_code_or_files_is_refused(store, change, message: str) -> None:
+    uri, version = _log_and_register("layout")
+    files = _files_in_store(uri)
+    mlmodel = files / "MLmodel"
+    mlmodel.write_text(change(mlmodel.read_text()))
+    (files / "evil.py").write_text("raise SystemExit('evil code ran')\n")
+    _retag("layout", version, files)
+    with pytest.raises(ModelIntegrityError) as caught:
+        tracking.load_model("models:/layout@champion")
+    assert str(caught.value) == f"model layout v{version}: {message}; refusing to load"
+
+
 def test_uris_without_a_digest_are_refused() -> None:
     with pytest.raises(ModelIntegrityError, match="only registered models"):
         tracking.load_model("runs:/0123/model")
