@@ -307,7 +307,7 @@ def stamp(name: str, version: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m modules.model_integrity verify|stamp ...`."""
     from modules import tracking
-    from modules.settings import get_settings
+    from modules.settings import load_settings
 
     parser = argparse.ArgumentParser(
         prog="python -m modules.model_integrity",
@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp_parser.add_argument("name", help="registered model name")
     stamp_parser.add_argument("version", help="version number")
     args = parser.parse_args(argv)
-    tracking.connect(get_settings())
+    tracking.connect(load_settings())
     if args.command == "verify":
         with tempfile.TemporaryDirectory(prefix="verified-model-") as tmp:
             download_verified(args.model, tmp)

@@ -244,7 +244,7 @@ def test_make_predict_refuses_a_tampered_champion_with_one_line_and_exit_2(store
 
 @pytest.mark.slow
 def test_a_version_without_a_digest_is_refused_until_stamped(
-    store, capsys: pytest.CaptureFixture[str]
+    store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     X, y = _rows()
     with mlflow.start_run():
@@ -257,19 +257,16 @@ def test_a_version_without_a_digest_is_refused_until_stamped(
         "refusing to load: retrain it (`make train`), or after checking its files record their digest "
         f"with `python -m modules.model_integrity stamp legacy {old}`"
     )
-    os.environ.update(store)
-    try:
-        assert main(["stamp", "legacy", str(old)]) == 0
-        assert "recorded model.sha256=" in capsys.readouterr().out
-        assert list(tracking.load_model(f"models:/legacy/{old}").predict(X.head(2))) == list(y[:2])
-        with pytest.raises(ConfigurationError, match="a stamp never replaces one"):
-            main(["stamp", "legacy", str(old)])
-        _flip_one_byte(_files_in_store(uri) / "artifacts" / "model.skops")
-        with pytest.raises(ModelIntegrityError, match="artifact digest mismatch"):
-            main(["verify", f"models:/legacy/{old}"])
-    finally:
-        for key in store:
-            os.environ.pop(key, None)
+    for key, value in store.items():  # the command line reads its settings from the environment
+        monkeypatch.setenv(key, value)
+    assert main(["stamp", "legacy", str(old)]) == 0
+    assert "recorded model.sha256=" in capsys.readouterr().out
+    assert list(tracking.load_model(f"models:/legacy/{old}").predict(X.head(2))) == list(y[:2])
+    with pytest.raises(ConfigurationError, match="a stamp never replaces one"):
+        main(["stamp", "legacy", str(old)])
+    _flip_one_byte(_files_in_store(uri) / "artifacts" / "model.skops")
+    with pytest.raises(ModelIntegrityError, match="artifact digest mismatch"):
+        main(["verify", f"models:/legacy/{old}"])
 
 
 @pytest.mark.slow
