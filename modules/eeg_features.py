@@ -51,18 +51,28 @@ Numerical traps of the original and how this implementation handles them:
 All feature computation is vectorised over windows (`windows_to_features`); `window_features`
 is the single-window form of the same code.
 
-Command line (a Muse CSV export with `timestamps`, TP9, AF7, AF8, TP10, Right AUX):
+Real exports (`export_to_rows`): `modules.muse_exports` reads muse-lsl / BlueMuse and Mind Monitor
+CSVs, repairs their timestamp jitter with one least-squares line per continuous segment, splits at
+real gaps and fills short runs of missing samples. Each segment is windowed on its own (no window
+spans a gap), on the nominal sample clock, and the rows of all segments are concatenated. A
+recording whose segments are all shorter than MIN_RECORDING_S (two windows: 1.41 s at 256 Hz) is
+refused with one line naming its duration and that minimum.
 
-    python -m modules.eeg_features RECORDING.csv --label POSITIVE --out rows.csv
+Command line (a muse-lsl / BlueMuse CSV with `timestamps`, TP9, AF7, AF8, TP10, Right AUX, or a
+Mind Monitor CSV with `TimeStamp`, RAW_TP9, RAW_AF7, RAW_AF8, RAW_TP10, AUX_RIGHT):
+
+    python -m modules.eeg_features RECORDING.csv --label POSITIVE --out rows.csv [--sampling-rate 256]
 
 writes the rows with the published header (`# mean_0_a,...,label`, three significant figures).
-A 4-signal export without `Right AUX` is refused unless `--zero-aux` fills that column with zeros.
+A 4-signal export without a right AUX signal is refused unless `--zero-aux` fills it with zeros.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -72,14 +82,19 @@ import pandas as pd
 import scipy.signal
 
 from modules.errors import ConfigurationError, DataValidationError, run_cli
-
-SIGNALS = ("TP9", "AF7", "AF8", "TP10", "Right AUX")
-SAMPLING_RATE = 256
-TIMESTAMP_COLUMN = "timestamps"
+from modules.muse_exports import (
+    SAMPLING_RATE,
+    SIGNALS,
+    TIMESTAMP_COLUMN,
+    MuseExport,
+    read_muse_export,
+)
 
 WINDOW_S = 1.0
 STEP_S = 0.5
 MIN_WINDOW_S = 0.9
+# The shortest continuous recording that gives one row: windows at 0 s and 0.5 s, the second >= 0.9 s.
+MIN_RECORDING_S = STEP_S + MIN_WINDOW_S
 RESAMPLED_ROWS = 150
 N_SIGNALS = len(SIGNALS)
 N_WINDOW_FEATURES = 1274
@@ -227,7 +242,7 @@ def _signal_dft_real(windows: np.ndarray) -> np.ndarray:
     r1 = x0 + _COS1 * s14 + _COS2 * s23  # = Re X_1 = Re X_4 (conjugate symmetry)
     r2 = x0 + _COS2 * s14 + _COS1 * s23  # = Re X_2 = Re X_3
     dft = np.stack([x0 + s14 + s23, r1, r2, r2, r1], axis=2)
-    return dft.reshape(len(windows), -1)
+    return dft.reshape(len(windows), windows.shape[1] * N_SIGNALS)
 
 
 def windows_to_features(windows: np.ndarray) -> np.ndarray:
@@ -264,7 +279,7 @@ def windows_to_features(windows: np.ndarray) -> np.ndarray:
     fft = _signal_dft_real(w)
 
     groups = [mean, mean_d, mean_q, std, std_d, moments, maximum, max_d, max_q, minimum, min_d, min_q]
-    groups += [cov.reshape(len(w), -1), eigen, logm, entropy, correlate, fft]
+    groups += [cov.reshape(len(w), 144), eigen, logm, entropy, correlate, fft]
     return np.concatenate(groups, axis=1)
 
 
@@ -301,8 +316,8 @@ def recording_to_rows(timestamps: np.ndarray, signals: np.ndarray, label: str) -
     return rows
 
 
-def format_rows(rows: pd.DataFrame, float_format: str = CSV_FLOAT_FORMAT) -> str:
-    """CSV text of feature rows with the published header (`# mean_0_a,...,label`)."""
+def format_row_lines(rows: pd.DataFrame, float_format: str = CSV_FLOAT_FORMAT) -> str:
+    """The data lines of feature rows in the published CSV format (no header), each ending in a newline."""
     names = feature_names()
     missing = [n for n in [*names, "label"] if n not in rows.columns]
     if missing:
@@ -310,9 +325,13 @@ def format_rows(rows: pd.DataFrame, float_format: str = CSV_FLOAT_FORMAT) -> str
     values = rows[names].to_numpy(dtype=np.float64)
     labels = rows["label"].astype(str).tolist()
     # One %-format call per row: about ten times faster than pandas' to_csv for 2.5k columns.
-    row_format = ",".join([float_format] * len(names)) + ",%s"
-    lines = [row_format % (*v, lab) for v, lab in zip(values.tolist(), labels, strict=True)]
-    return "\n".join([",".join(published_header()), *lines]) + "\n"
+    row_format = ",".join([float_format] * len(names)) + ",%s\n"
+    return "".join([row_format % (*v, lab) for v, lab in zip(values.tolist(), labels, strict=True)])
+
+
+def format_rows(rows: pd.DataFrame, float_format: str = CSV_FLOAT_FORMAT) -> str:
+    """CSV text of feature rows with the published header (`# mean_0_a,...,label`)."""
+    return ",".join(published_header()) + "\n" + format_row_lines(rows, float_format)
 
 
 def _new_file_mode() -> int:
@@ -343,68 +362,76 @@ def write_rows(rows: pd.DataFrame, out: Path) -> None:
     write_atomically(Path(out), format_rows(rows))
 
 
-def read_muse_csv(path: Path, zero_aux: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Timestamps (n,) and signals (n, 5) of a Muse CSV export; one-line errors for bad files."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataValidationError(f"{path}: file not found (expected a Muse CSV export)")
-    try:
-        table = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataValidationError(f"{path}: not a readable CSV file ({reason})") from None
-    table.columns = [str(c).strip() for c in table.columns]
-    expected = ", ".join([TIMESTAMP_COLUMN, *SIGNALS])
-    if TIMESTAMP_COLUMN not in table.columns:
-        raise DataValidationError(f"{path}: no '{TIMESTAMP_COLUMN}' column (expected columns {expected})")
-    if zero_aux and "Right AUX" not in table.columns:
-        table["Right AUX"] = 0.0
-    missing = [s for s in SIGNALS if s not in table.columns]
-    if missing:
-        hint = "; pass --zero-aux to fill it with zeros" if missing == ["Right AUX"] else ""
-        raise DataValidationError(
-            f"{path}: missing column {', '.join(repr(m) for m in missing)} (expected {expected}){hint}"
-        )
-    if table.empty:
-        raise DataValidationError(f"{path}: no data rows")
-    columns = [TIMESTAMP_COLUMN, *SIGNALS]
-    numeric = table[columns].apply(pd.to_numeric, errors="coerce")
-    for column in columns:
-        bad = ~np.isfinite(numeric[column].to_numpy(dtype=np.float64))
-        if bad.any():
-            first = int(np.argmax(bad))
-            raise DataValidationError(
-                f"{path}: column '{column}' has {int(bad.sum())} missing or non-numeric values "
-                f"(first at data row {first + 1}: {table[column].iloc[first]!r}); expected numbers"
-            )
-    timestamps = numeric[TIMESTAMP_COLUMN].to_numpy(dtype=np.float64)
-    backwards = np.flatnonzero(np.diff(timestamps) < 0)
-    if backwards.size:
-        raise DataValidationError(
-            f"{path}: '{TIMESTAMP_COLUMN}' go back in time at data row {int(backwards[0]) + 2}; "
-            "expected increasing seconds"
-        )
-    return timestamps, numeric[list(SIGNALS)].to_numpy(dtype=np.float64)
+def read_muse_csv(path: Path, zero_aux: bool = False, sampling_rate: float = SAMPLING_RATE) -> MuseExport:
+    """A muse-lsl / BlueMuse or Mind Monitor CSV export, read and repaired (`modules.muse_exports`)."""
+    return read_muse_export(path, sampling_rate=sampling_rate, zero_aux=zero_aux)
 
 
-def extract_file(recording: Path, label: str, out: Path, zero_aux: bool = False) -> int:
-    """Turn one Muse CSV export into published rows written to `out`; returns the row count."""
-    timestamps, signals = read_muse_csv(recording, zero_aux=zero_aux)
-    rows = recording_to_rows(timestamps, signals, label)
-    if rows.empty:
-        seconds = timestamps[-1] - timestamps[0]
-        raise DataValidationError(
-            f"{recording}: recording lasts {seconds:.3f} s, too short for one row "
-            f"(two {WINDOW_S:g} s windows {STEP_S:g} s apart need about 1.5 s)"
+def min_recording_samples(sampling_rate: float) -> int:
+    """Fewest samples of a continuous recording that give one row (360 at 256 Hz: 1.41 s)."""
+    # The second window starts at STEP_S and must reach MIN_WINDOW_S past that sample.
+    return math.ceil(round(MIN_RECORDING_S * sampling_rate, 9)) + 1
+
+
+def _too_short(export: MuseExport) -> DataValidationError:
+    """One line: the recording's duration (or its longest segment's) and the minimum."""
+    minimum = min_recording_samples(export.sampling_rate) / export.sampling_rate
+    need = (
+        f"the features need at least {minimum:.2f} s of continuous signal (two {WINDOW_S:g} s windows "
+        f"{STEP_S:g} s apart)"
+    )
+    if export.n_samples == 0:
+        what = "is an empty file" if export.format == "empty" else "has no samples"
+        return DataValidationError(f"{export.path}: recording {what} (0.00 s), too short for one row: {need}")
+    if len(export.segments) > 1:
+        return DataValidationError(
+            f"{export.path}: no continuous stretch is long enough for one row: the longest of its "
+            f"{len(export.segments)} segments (split at {len(export.gaps)} gaps) lasts "
+            f"{export.longest_segment_s:.2f} s of {export.duration_s:.2f} s; {need}"
         )
+    return DataValidationError(
+        f"{export.path}: recording lasts {export.duration_s:.2f} s, too short for one row: {need}"
+    )
+
+
+def export_to_rows(export: MuseExport, label: str) -> pd.DataFrame:
+    """Published rows of a read export: each continuous segment windowed on its own, rows concatenated.
+
+    Raises DataValidationError (one line with the duration and the minimum) when no segment is long
+    enough for a row.
+    """
+    parts = [recording_to_rows(t, s, label) for t, s in export.segment_arrays()]
+    parts = [part for part in parts if len(part)]
+    if not parts:
+        raise _too_short(export)
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def extract_file(
+    recording: Path,
+    label: str,
+    out: Path,
+    zero_aux: bool = False,
+    sampling_rate: float = SAMPLING_RATE,
+) -> tuple[int, MuseExport]:
+    """Turn one Muse CSV export into published rows written to `out`; returns the row count and the export."""
     out = Path(out)
     if out.is_dir():
         raise ConfigurationError(f"--out {out} is a folder; expected a CSV file path such as rows.csv")
+    export = read_muse_csv(recording, zero_aux=zero_aux, sampling_rate=sampling_rate)
+    rows = export_to_rows(export, label)
     try:
         write_rows(rows, out)
     except OSError as exc:
         raise ConfigurationError(f"cannot write {out}: {exc.strerror or exc}") from None
-    return len(rows)
+    return len(rows), export
+
+
+def check_label(label: str) -> str:
+    """A label fit for the published CSV: a non-empty word without commas or quotes."""
+    if not label.strip() or any(c in label for c in ',"\r\n'):
+        raise ConfigurationError(f"--label {label!r} must be a non-empty word without commas or quotes")
+    return label
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,25 +439,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m modules.eeg_features",
         description=(
-            "Compute the published EEG emotion features (Bird et al.) from one Muse CSV export "
-            f"with columns {TIMESTAMP_COLUMN}, {', '.join(SIGNALS)}. Writes one row per pair of "
-            "consecutive 1 s windows (0.5 s step), with the published header."
+            "Compute the published EEG emotion features (Bird et al.) from one Muse CSV export: "
+            f"muse-lsl / BlueMuse ({TIMESTAMP_COLUMN}, {', '.join(SIGNALS)}) or Mind Monitor "
+            "(TimeStamp, RAW_TP9 ... RAW_TP10, AUX_RIGHT). Timestamp jitter is repaired, the recording "
+            "is split at real gaps, and one row is written per pair of consecutive 1 s windows (0.5 s "
+            "step), with the published header."
         ),
     )
-    parser.add_argument("recording", type=Path, help="Muse CSV export (timestamps in seconds)")
+    parser.add_argument("recording", type=Path, help="Muse CSV export (muse-lsl / BlueMuse or Mind Monitor)")
     parser.add_argument("--label", required=True, help="label written on every row, e.g. POSITIVE")
     parser.add_argument("--out", type=Path, required=True, help="output CSV (replaced atomically)")
     parser.add_argument(
         "--zero-aux",
         action="store_true",
-        help="accept a 4-signal export without 'Right AUX' by filling that column with zeros "
+        help="accept a 4-signal export without a right AUX signal by filling that column with zeros "
         "(its features become constants; the published data had a real AUX signal)",
     )
+    parser.add_argument(
+        "--sampling-rate",
+        type=float,
+        default=float(SAMPLING_RATE),
+        help=f"the device's sampling rate in Hz (default {SAMPLING_RATE}; the 2014 Muse records at 220); "
+        "a recording whose effective rate is more than 1%% off is refused",
+    )
     args = parser.parse_args(argv)
-    if not args.label.strip() or any(c in args.label for c in ',"\r\n'):
-        raise ConfigurationError(f"--label {args.label!r} must be a non-empty word without commas or quotes")
-    n = extract_file(args.recording, args.label, args.out, zero_aux=args.zero_aux)
-    print(f"wrote {n} rows x {2 * N_WINDOW_FEATURES} features from {args.recording} to {args.out}")
+    check_label(args.label)
+    n, export = extract_file(
+        args.recording, args.label, args.out, zero_aux=args.zero_aux, sampling_rate=args.sampling_rate
+    )
+    for warning in export.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"wrote {n} rows x {2 * N_WINDOW_FEATURES} features from {args.recording} to {args.out} "
+        f"({export.summary()})"
+    )
     return 0
 
 

@@ -385,3 +385,76 @@ def test_cli_runs_as_a_module(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "'Right AUX'" in result.stderr
+
+
+# --- real exports through the command line (issue 14) -------------------------------------
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.5, 0.9, 1.0])
+def test_recordings_with_fewer_than_two_windows_give_no_rows_without_crashing(seconds: float) -> None:
+    t = muse_timestamps(seconds)
+    rows = ef.recording_to_rows(t, np.ones((len(t), 5)), "NEUTRAL")
+    assert rows.empty and len(rows.columns) == 2549
+
+
+def test_minimum_recording_is_360_samples_at_256_hz() -> None:
+    n = ef.min_recording_samples(256)
+    t = muse_timestamps(n / 256)
+    assert n == 360 and len(ef.window_bounds(t)) == 2 and len(ef.window_bounds(t[:-1])) == 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(0.5, "recording lasts 0.50 s, too short for one row"), (0.0, "has no samples (0.00 s)")],
+)
+def test_cli_short_or_empty_recording_is_one_line_with_duration_and_minimum(
+    tmp_path: Path, capsys: pytest.CaptureFixture, seconds: float, expected: str
+) -> None:
+    path = write_muse_csv(tmp_path / "short.csv", seconds)
+    assert run_main([str(path), "--label", "NEUTRAL", "--out", str(tmp_path / "rows.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "short.csv" in err
+    assert expected in err and "at least 1.41 s" in err
+    assert not (tmp_path / "rows.csv").exists()
+
+
+def test_cli_accepts_jittered_timestamps_and_reports_the_repair(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = write_muse_csv(tmp_path / "jittered.csv", 3.0)
+    table = pd.read_csv(path)
+    table.loc[1::2, "timestamps"] += 0.002  # uneven spacing
+    table.loc[299::300, "timestamps"] -= 0.010  # and a step back every 300 samples
+    table.to_csv(path, index=False, float_format="%.6f")
+    assert (np.diff(table["timestamps"]) < 0).any()
+    assert run_main([str(path), "--label", "POSITIVE", "--out", str(tmp_path / "rows.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 4 rows" in out and "backward steps" in out and "effective rate 256.0" in out
+
+
+def test_cli_names_extra_columns_in_one_warning_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_muse_csv(tmp_path / "marked.csv", 3.0)
+    table = pd.read_csv(path)
+    table["Marker0"] = 0
+    table.to_csv(path, index=False)
+    assert run_main([str(path), "--label", "POSITIVE", "--out", str(tmp_path / "rows.csv")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "'Marker0'" in warnings[0]
+
+
+def test_cli_unknown_format_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "openbci.csv"
+    path.write_text("Sample Index,EXG Channel 0\n0,1.0\n")
+    assert run_main([str(path), "--label", "POSITIVE", "--out", str(tmp_path / "rows.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a recognised Muse export" in err
+
+
+def test_cli_missing_values_show_plain_row_numbers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_muse_csv(tmp_path / "dropout.csv", 3.0)
+    table = pd.read_csv(path)
+    table.loc[100:139, "AF8"] = np.nan
+    table.to_csv(path, index=False)
+    assert run_main([str(path), "--label", "POSITIVE", "--out", str(tmp_path / "rows.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "data rows 101-140 (40 samples)" in err and "np.float64" not in err and "nan" not in err.lower()
