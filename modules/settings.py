@@ -20,7 +20,7 @@ from modules.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-SPLIT_PROTOCOLS = ("auto", "grouped", "random")
+SPLIT_PROTOCOLS = ("auto", "grouped", "random", "subject")
 MISSING_VALUE_POLICIES = ("drop", "reject")
 PIPELINE_ENVIRONMENTS = ("local", "production")
 

@@ -6,11 +6,17 @@ k's `_b` block is exactly row k+1's `_a` block, so chaining rows on that equalit
 the recordings. Splitting by recording keeps near-copies from landing on both sides of a
 split, which random splits do (and which inflates every published accuracy).
 
+When the dataset's metadata names the recording of every row (`row_recording`: the offline
+sample and datasets built by `modules.recording_dataset` do), `groups_from_metadata` gives those
+true recordings instead of rebuilding chains, and the subject of every row when known
+(`row_subject`, or the sample's `recordings` list). The "subject" protocol then holds out whole
+subjects, and its CV folds never split a subject either: the honest estimate for a new person.
+
 The split is made once (`make_split`), stored (`Split.to_dict`), and reused; the
 cross-validation folds are derived from it deterministically (`cv_folds`).
 
 Command line:
-    python -m modules.splitting data/emotions.csv
+    python -m modules.splitting data/emotions.csv [--protocol subject]
 """
 
 from __future__ import annotations
@@ -20,18 +26,19 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from modules.data import quote_value
+from modules.data import quote_value, read_metadata
 from modules.errors import ConfigurationError, DataValidationError, run_cli
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("auto", "grouped", "random")
+PROTOCOLS = ("auto", "grouped", "random", "subject")
 # The final SVM calibrates its probabilities on 3 folds of the training part (`cv_folds` of the
 # split, so by recording on a grouped split): every class needs that many training rows, or
 # recordings. The pipeline's calibration should use this constant.
@@ -47,6 +54,8 @@ class Recordings:
     sizes: list[int]
     n_links: int = 0
     paired_columns: int = 0
+    # "chains" (rebuilt from the _a/_b overlap) or "metadata" (recorded when the dataset was built).
+    source: str = "chains"
 
     @property
     def n_chains(self) -> int:
@@ -76,6 +85,8 @@ class Recordings:
             if low == high
             else f"{low}-{high} rows each (median {float(np.median(chained)):g})"
         )
+        if self.source == "metadata":
+            return f"{len(self.sizes)} recordings named in the metadata of {len(self.group_ids)} rows: {span}"
         return (
             f"{len(chained)} recordings found in {len(self.group_ids)} rows ({self.n_links} links): {span}"
             + (f", plus {singles} rows that chain to nothing" if singles else "")
@@ -143,12 +154,83 @@ def detect_recordings(features: pd.DataFrame) -> Recordings:
     return Recordings(group_ids=group_ids, sizes=sizes, n_links=len(sources), paired_columns=len(a_cols))
 
 
+def _ids_by_first_appearance(values: Sequence) -> np.ndarray:
+    """Integer ids 0, 1, ... numbered in the order the distinct values first appear."""
+    _, first_rows, inverse = np.unique(np.asarray(values).astype(str), return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first_rows))
+    return order[inverse].astype(np.int64)
+
+
+def recordings_from_ids(recording_of_row: Sequence) -> Recordings:
+    """Recordings from a known recording name (or number) per row, e.g. a metadata `row_recording`."""
+    group_ids = _ids_by_first_appearance(recording_of_row)
+    sizes = np.bincount(group_ids).tolist() if len(group_ids) else []
+    return Recordings(group_ids=group_ids, sizes=sizes, source="metadata")
+
+
+@dataclass(frozen=True)
+class KnownGroups:
+    """Recordings (and subjects, when known) of every row, as the dataset's metadata records them."""
+
+    recordings: Recordings
+    recording_names: list[str]
+    subjects: np.ndarray | None
+
+    @property
+    def n_subjects(self) -> int:
+        return 0 if self.subjects is None else len(np.unique(self.subjects))
+
+    def summary(self) -> str:
+        text = self.recordings.summary()
+        if self.subjects is not None:
+            text += f"; {self.n_subjects} subjects"
+        return text
+
+
+def groups_from_metadata(path: str | Path, n_rows: int, digest: str | None = None) -> KnownGroups | None:
+    """The recording and subject of every row from the metadata beside the CSV, or None.
+
+    None when there is no metadata, it names no `row_recording`, its row count differs from
+    `n_rows` (rows were dropped or added), or its `sha256` differs from `digest` (the CSV changed
+    since). Subjects come from `row_subject`, else from the `recordings` list (`id` -> `subject`,
+    as the offline sample writes it); `subjects` is None when any row's subject is unknown.
+    """
+    metadata = read_metadata(Path(path))
+    per_row = metadata.get("row_recording")
+    if not isinstance(per_row, list) or len(per_row) != n_rows or n_rows == 0:
+        return None
+    recorded = metadata.get("sha256")
+    if digest and recorded and recorded != digest:
+        logger.warning("%s: its metadata describes another version of the file; rebuilding recordings", path)
+        return None
+    recordings = recordings_from_ids(per_row)
+    names = [""] * len(recordings.sizes)
+    for row, group in enumerate(recordings.group_ids):
+        if not names[group]:
+            names[group] = str(per_row[row])
+    subjects = metadata.get("row_subject")
+    if not isinstance(subjects, list):
+        by_recording = {
+            str(r.get("id")): r.get("subject")
+            for r in metadata.get("recordings", [])
+            if isinstance(r, dict) and r.get("subject") is not None
+        }
+        subjects = [by_recording.get(str(name)) for name in per_row]
+    known = len(subjects) == n_rows and all(s is not None and str(s).strip() for s in subjects)
+    return KnownGroups(
+        recordings=recordings,
+        recording_names=names,
+        subjects=np.asarray([str(s).strip() for s in subjects]) if known else None,
+    )
+
+
 @dataclass
 class Split:
     """The held-out test split, made once and stored; every result carries its protocol.
 
     `groups` holds the recording id of every row whenever recordings were found (also for a
-    "random" split, so its leakage can be reported), and is None otherwise.
+    "random" split, so its leakage can be reported), and is None otherwise. `subjects` holds the
+    subject of every row for a "subject" split (and None otherwise).
     """
 
     protocol: str
@@ -159,6 +241,12 @@ class Split:
     test_size: float
     n_recordings: int
     requested_protocol: str = field(default="")
+    subjects: np.ndarray | None = None
+
+    @property
+    def n_subjects(self) -> int:
+        """Distinct subjects (0 unless the split is by subject)."""
+        return 0 if self.subjects is None else len(np.unique(self.subjects))
 
     @property
     def n_rows(self) -> int:
@@ -179,6 +267,9 @@ class Split:
             f"{self.protocol} split (seed {self.seed}, test_size {self.test_size:g}): "
             f"{len(self.train_index)} train rows, {len(self.test_index)} test rows"
         )
+        if self.subjects is not None:
+            held_out = len(np.unique(self.subjects[self.test_index]))
+            text += f", {self.n_subjects} subjects ({held_out} held out, none on both sides)"
         if self.groups is not None:
             text += (
                 f", {self.n_recordings} recordings, {self.recordings_on_both_sides} on both sides"
@@ -198,6 +289,7 @@ class Split:
             "train_index": [int(i) for i in self.train_index],
             "test_index": [int(i) for i in self.test_index],
             "groups": None if self.groups is None else [int(g) for g in self.groups],
+            "subjects": None if self.subjects is None else [str(x) for x in self.subjects],
         }
 
     @classmethod
@@ -209,9 +301,9 @@ class Split:
             raise ConfigurationError(
                 f"stored split lacks {', '.join(lacking)}; expected Split.to_dict() output"
             )
-        if data["protocol"] not in ("grouped", "random"):
+        if data["protocol"] not in ("grouped", "random", "subject"):
             raise ConfigurationError(
-                f"stored split has protocol {data['protocol']!r}; expected grouped or random"
+                f"stored split has protocol {data['protocol']!r}; expected grouped, random or subject"
             )
         train = np.asarray(data["train_index"], dtype=np.int64)
         test = np.asarray(data["test_index"], dtype=np.int64)
@@ -224,6 +316,11 @@ class Split:
             )
         if groups is not None and len(groups) != n_rows:
             raise ConfigurationError(f"stored split has {len(groups)} group ids for {n_rows} rows")
+        subjects = None if data.get("subjects") is None else np.asarray([str(x) for x in data["subjects"]])
+        if subjects is not None and len(subjects) != n_rows:
+            raise ConfigurationError(f"stored split has {len(subjects)} subjects for {n_rows} rows")
+        if data["protocol"] == "subject" and subjects is None:
+            raise ConfigurationError("stored subject split lacks the subject of every row")
         return cls(
             protocol=data["protocol"],
             train_index=train,
@@ -233,6 +330,7 @@ class Split:
             test_size=float(data["test_size"]),
             n_recordings=int(data["n_recordings"]),
             requested_protocol=data.get("requested_protocol", data["protocol"]),
+            subjects=subjects,
         )
 
 
@@ -291,14 +389,17 @@ def make_split(
     seed: int = 42,
     *,
     recordings: Recordings | None = None,
+    subjects: Sequence | np.ndarray | None = None,
     n_splits: int | None = None,
 ) -> Split:
     """Split rows once into train and held-out test.
 
     "grouped": whole recordings go to one side (stratified by each recording's label);
     "random": rows stratified by label; "auto": grouped when recordings are found, random
-    otherwise. Pass `recordings` to reuse a `detect_recordings` result, and `n_splits` (CV_FOLDS)
-    to check at once that the training part can give that many stratified CV folds
+    otherwise; "subject": whole subjects go to one side (about test_size of them, at least one,
+    never all), which needs `subjects`, the subject of every row. Pass `recordings` to reuse a
+    `detect_recordings` result or the true recordings of `groups_from_metadata`, and `n_splits`
+    (CV_FOLDS) to check at once that the training part can give that many stratified CV folds
     (`check_folds_possible`), so that a too-small class fails here and not in the search.
     """
     if n_splits is not None:
@@ -311,17 +412,44 @@ def make_split(
         raise DataValidationError(
             f"{len(y)} labels for {len(features)} feature rows; expected one label per row"
         )
+    subject_of_row = None
+    if protocol == "subject":
+        if subjects is None:
+            raise ConfigurationError(
+                f"split protocol 'subject' needs the subject of every row, and none is known for these "
+                f"{len(y)} rows: build the dataset with `python -m modules.recording_dataset` (a labels.csv "
+                "`subject` column or DIR/SUBJECT/LABEL/ folders), whose metadata records them"
+            )
+        subject_of_row = np.asarray(subjects).astype(str)
+        if len(subject_of_row) != len(y):
+            raise DataValidationError(
+                f"{len(subject_of_row)} subjects for {len(y)} rows; expected the subject of every row"
+            )
     recordings = recordings if recordings is not None else detect_recordings(features)
     if protocol == "grouped" and not recordings.found:
         raise ConfigurationError(
             f"split protocol 'grouped' needs recordings, but none were found in {len(y)} rows "
             f"({recordings.summary().split(': ', 1)[-1]}); use SPLIT_PROTOCOL=random or auto"
         )
-    chosen = "grouped" if protocol == "grouped" or (protocol == "auto" and recordings.found) else "random"
+    if protocol == "subject":
+        chosen = "subject"
+    else:
+        chosen = "grouped" if protocol == "grouped" or (protocol == "auto" and recordings.found) else "random"
     rows = np.arange(len(y))
     classes, class_counts = np.unique(y, return_counts=True)
+    unit = {"grouped": "recordings", "subject": "subjects"}.get(chosen, "rows")
 
-    if chosen == "grouped":
+    if chosen == "subject":
+        names, subject_ids = np.unique(subject_of_row, return_inverse=True)
+        if len(names) < 2:
+            raise DataValidationError(
+                f"only {len(names)} subject ({quote_value(names[0])}) in {len(y)} rows; a subject split "
+                "needs at least 2 subjects"
+            )
+        n_test = held_out_count(len(names), test_size)
+        test_subjects = np.random.default_rng(seed).choice(len(names), size=n_test, replace=False)
+        in_test = np.isin(subject_ids, test_subjects)
+    elif chosen == "grouped":
         group_ids, group_label, mixed = _group_labels(recordings.group_ids, y)
         if mixed:
             logger.warning(
@@ -351,7 +479,7 @@ def make_split(
     if missing_train:
         raise DataValidationError(
             f"the {chosen} split left no training rows of class {quote_value(missing_train[0])}; "
-            f"it needs more recordings of that class or a smaller test_size (now {test_size:g})"
+            f"it needs more {unit} of that class or a smaller test_size (now {test_size:g})"
         )
     missing_test = sorted(set(classes.tolist()) - set(y[test_index].tolist()))
     if missing_test:
@@ -365,6 +493,7 @@ def make_split(
         test_size=float(test_size),
         n_recordings=recordings.n_chains if recordings.found else 0,
         requested_protocol=protocol,
+        subjects=subject_of_row if chosen == "subject" else None,
     )
     if n_splits is not None:
         check_folds_possible(split, y, n_splits)
@@ -418,6 +547,19 @@ def _shortfall(
     )
 
 
+def _fold_groups(split: Split) -> tuple[np.ndarray, str] | None:
+    """What the CV folds keep whole: (group of every row, its name in messages), None for rows."""
+    if split.protocol == "grouped":
+        if split.groups is None:
+            raise ConfigurationError("a grouped split without group ids cannot give grouped folds")
+        return split.groups, "recordings"
+    if split.protocol == "subject":
+        if split.subjects is None:
+            raise ConfigurationError("a subject split without the subject of every row cannot give folds")
+        return split.subjects, "subjects"
+    return None
+
+
 def check_folds_possible(split: Split, labels: Sequence | pd.Series | np.ndarray, n_splits: int) -> None:
     """Raise DataValidationError (one line naming the class, its counts and what is needed) when the
     training part cannot give `n_splits` stratified CV folds.
@@ -426,41 +568,46 @@ def check_folds_possible(split: Split, labels: Sequence | pd.Series | np.ndarray
     SVM's probability calibration CALIBRATION_FOLDS (so a class needs `min_rows_per_class` rows in
     all). Grouped protocol: at least `n_splits` recordings in training, and max(`n_splits`,
     CALIBRATION_FOLDS) training recordings of every class, so that every fold validates on every class.
+    Subject protocol: the same with subjects in place of recordings.
     """
     _check_n_splits(n_splits)
     y_train, y_all = _training_labels(split, labels)
     classes, train_counts = np.unique(y_train, return_counts=True)
     totals = None if y_all is None else dict(zip(*np.unique(y_all, return_counts=True), strict=True))
-    if split.protocol == "grouped":
-        if split.groups is None:
-            raise ConfigurationError("a grouped split without group ids cannot give grouped folds")
-        groups = split.groups[split.train_index]
+    fold_groups = _fold_groups(split)
+    if fold_groups is not None:
+        all_groups, unit = fold_groups
+        groups = all_groups[split.train_index]
         n_groups = len(np.unique(groups))
         if n_groups < n_splits:
-            raise DataValidationError(
-                f"the training part has {n_groups} recordings, fewer than the {n_splits} CV folds asked "
-                f"for; lower CV_FOLDS to {n_groups} or less"
+            lower = (
+                f"lower CV_FOLDS to {n_groups} or less"
+                if n_groups >= CALIBRATION_FOLDS
+                else f"add {unit} (the SVM's calibration needs {CALIBRATION_FOLDS} training {unit} per class)"
             )
-        train_recordings = pd.DataFrame({"g": groups, "y": y_train}).drop_duplicates().groupby("y").size()
-        all_recordings = (
+            raise DataValidationError(
+                f"the training part has {n_groups} {unit}, fewer than the {n_splits} CV folds asked for; {lower}"
+            )
+        train_groups = pd.DataFrame({"g": groups, "y": y_train}).drop_duplicates().groupby("y").size()
+        all_counts = (
             None
             if y_all is None
-            else pd.DataFrame({"g": split.groups, "y": y_all}).drop_duplicates().groupby("y").size()
+            else pd.DataFrame({"g": all_groups, "y": y_all}).drop_duplicates().groupby("y").size()
         )
         need = max(n_splits, CALIBRATION_FOLDS)
-        short = train_recordings[train_recordings < need]
+        short = train_groups[train_groups < need]
         if len(short):
             name = str(short.sort_values(kind="stable").index[0])
-            why = f"grouped {n_splits}-fold cross-validation"
+            why = f"{split.protocol} {n_splits}-fold cross-validation"
             if n_splits < CALIBRATION_FOLDS:
                 why += f" with the SVM's {CALIBRATION_FOLDS}-fold probability calibration"
             raise _shortfall(
                 name,
-                "recordings",
-                None if all_recordings is None else int(all_recordings[name]),
-                int(train_recordings[name]),
+                unit,
+                None if all_counts is None else int(all_counts[name]),
+                int(train_groups[name]),
                 need,
-                why + " (each fold validates on whole recordings)",
+                why + f" (each fold validates on whole {unit})",
                 split.test_size,
             )
     need = max(n_splits, CALIBRATION_FOLDS)
@@ -483,8 +630,9 @@ def cv_folds(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cross-validation folds over the training part, as positions relative to `split.train_index`.
 
-    StratifiedGroupKFold over recordings for a grouped split, StratifiedKFold otherwise; the
-    folds depend only on the stored split and `seed` (default: the split's seed). `labels`
+    StratifiedGroupKFold over recordings for a grouped split (over subjects for a subject split),
+    StratifiedKFold otherwise; the folds depend only on the stored split and `seed` (default: the
+    split's seed). `labels`
     may be all rows' labels or only the training rows'. Usable directly as scikit-learn `cv=`.
     """
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -492,9 +640,10 @@ def cv_folds(
     check_folds_possible(split, labels, n_splits)
     seed = split.seed if seed is None else seed
     y, _ = _training_labels(split, labels)
-    if split.protocol == "grouped":
+    fold_groups = _fold_groups(split)
+    if fold_groups is not None:
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        folds = list(splitter.split(np.zeros(len(y)), y, split.groups[split.train_index]))
+        folds = list(splitter.split(np.zeros(len(y)), y, fold_groups[0][split.train_index]))
     else:
         splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         folds = list(splitter.split(np.zeros(len(y)), y))
@@ -507,8 +656,8 @@ def cv_folds(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m modules.splitting",
-        description="Find the recordings (chains of rows whose _b half equals another row's _a half) in a "
-        "dataset and show the held-out split the pipeline would make.",
+        description="Find the recordings of a dataset (named in its metadata, or rebuilt as chains of rows "
+        "whose _b half equals another row's _a half) and show the held-out split the pipeline would make.",
     )
     parser.add_argument("path", help="the CSV file")
     parser.add_argument(
@@ -534,8 +683,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = load_dataset(
         args.path, args.label_column or settings.label_column, missing=settings.missing_values
     )
-    recordings = detect_recordings(dataset.features)
-    print(recordings.summary())
+    known = groups_from_metadata(dataset.path, len(dataset.labels), dataset.digest)
+    recordings = known.recordings if known else detect_recordings(dataset.features)
+    print(known.summary() if known else recordings.summary())
     if recordings.found:
         print(f"recording sizes: {recordings.size_counts()}")
     split = make_split(
@@ -545,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test_size=settings.test_size if args.test_size is None else args.test_size,
         seed=settings.seed if args.seed is None else args.seed,
         recordings=recordings,
+        subjects=known.subjects if known else None,
     )
     print(split.describe())
     return 0

@@ -19,6 +19,7 @@ from modules.splitting import (
     check_folds_possible,
     cv_folds,
     detect_recordings,
+    groups_from_metadata,
     main,
     make_split,
     min_rows_per_class,
@@ -444,3 +445,106 @@ def test_chains_of_the_simulated_sample_are_its_recordings(tmp_path: Path) -> No
     split = make_split(dataset.features, dataset.labels, seed=0)
     assert split.protocol == "grouped"
     assert set(truth[split.train_index]).isdisjoint(truth[split.test_index])
+
+
+# --------------------------------------------------------------------------- subjects and metadata
+
+
+def subject_table(subjects: int = 5, seed: int = 0) -> tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]:
+    """Each subject records every class once: features, labels, recording and subject of every row."""
+    sizes = [6 + (k % 3) for k in range(3 * subjects)]
+    features, labels, truth = chained_table(sizes, seed=seed)
+    subject_of_recording = np.repeat([f"S{k + 1}" for k in range(subjects)], 3)
+    return features, labels, truth, subject_of_recording[truth]
+
+
+def test_subject_split_keeps_every_subject_on_one_side() -> None:
+    features, labels, _, subjects = subject_table(subjects=5)
+    split = make_split(features, labels, protocol="subject", subjects=subjects, test_size=0.2, seed=1)
+    assert split.protocol == "subject" and split.n_subjects == 5
+    assert set(subjects[split.train_index]).isdisjoint(subjects[split.test_index])
+    assert len(set(subjects[split.test_index])) == 1  # 0.2 of 5 subjects
+    assert set(labels.iloc[split.test_index]) == set(CLASSES)
+    assert split.recordings_on_both_sides == 0
+    assert "5 subjects (1 held out, none on both sides)" in split.describe()
+    assert Split.from_dict(json.loads(json.dumps(split.to_dict()))).subjects.tolist() == subjects.tolist()
+
+
+def test_subject_folds_never_share_a_subject() -> None:
+    features, labels, _, subjects = subject_table(subjects=5)
+    split = make_split(
+        features, labels, protocol="subject", subjects=subjects, test_size=0.2, seed=0, n_splits=3
+    )
+    train_subjects = subjects[split.train_index]
+    folds = cv_folds(split, labels, n_splits=3)
+    assert len(folds) == 3
+    for train, validation in folds:
+        assert set(train_subjects[train]).isdisjoint(train_subjects[validation])
+    assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(len(split.train_index)))
+
+
+def test_subject_protocol_needs_subjects_and_enough_of_them() -> None:
+    features, labels, _, subjects = subject_table(subjects=3)
+    with pytest.raises(ConfigurationError, match="needs the subject of every row"):
+        make_split(features, labels, protocol="subject")
+    with pytest.raises(DataValidationError, match="only 1 subject \\('S1'\\)"):
+        make_split(features, labels, protocol="subject", subjects=["S1"] * len(labels))
+    split = make_split(features, labels, protocol="subject", subjects=subjects, seed=0)
+    with pytest.raises(DataValidationError, match="training part has 2 subjects, fewer than the 5 CV folds"):
+        cv_folds(split, labels, n_splits=5)
+    with pytest.raises(DataValidationError, match="subject 2-fold cross-validation with the SVM's 3-fold"):
+        cv_folds(split, labels, n_splits=2)
+
+
+def write_with_metadata(path: Path, features: pd.DataFrame, labels: pd.Series, metadata: dict) -> Path:
+    from modules.data import file_digest, metadata_path
+
+    features.assign(label=labels).to_csv(path, index=False)
+    metadata_path(path).write_text(json.dumps({"sha256": file_digest(path), **metadata}))
+    return path
+
+
+def test_groups_from_metadata_give_true_recordings_and_subjects(tmp_path: Path) -> None:
+    from modules.data import file_digest
+
+    features, labels, truth, subjects = subject_table(subjects=4)
+    names = [f"{subjects[i]}/rec{truth[i]}.csv" for i in range(len(truth))]
+    path = write_with_metadata(
+        tmp_path / "built.csv", features, labels, {"row_recording": names, "row_subject": subjects.tolist()}
+    )
+    known = groups_from_metadata(path, len(labels), file_digest(path))
+    assert known is not None and known.recordings.source == "metadata"
+    assert partition(known.recordings.group_ids) == partition(truth)
+    assert known.subjects.tolist() == subjects.tolist() and known.n_subjects == 4
+    assert known.recording_names[known.recordings.group_ids[0]] == names[0]
+    assert "12 recordings named in the metadata" in known.summary() and "4 subjects" in known.summary()
+    # Rows added or dropped since, or a changed file: the metadata no longer describes the rows.
+    assert groups_from_metadata(path, len(labels) - 1) is None
+    assert groups_from_metadata(path, len(labels), digest="0" * 64) is None
+
+
+def test_subjects_of_the_offline_sample_come_from_its_recordings_list(tmp_path: Path) -> None:
+    features, labels, truth, subjects = subject_table(subjects=2)
+    ids = [f"{subjects[i]}-rec{truth[i]}" for i in range(len(truth))]
+    recordings = [{"id": i, "subject": int(i[1])} for i in sorted(set(ids))]
+    path = write_with_metadata(
+        tmp_path / "sample.csv", features, labels, {"row_recording": ids, "recordings": recordings}
+    )
+    known = groups_from_metadata(path, len(labels))
+    assert known is not None and known.subjects.tolist() == [s[1] for s in subjects]
+    path = write_with_metadata(tmp_path / "nosubject.csv", features, labels, {"row_recording": ids})
+    assert groups_from_metadata(path, len(labels)).subjects is None
+
+
+def test_cli_uses_the_recordings_and_subjects_of_the_metadata(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    features, labels, truth, subjects = subject_table(subjects=4)
+    names = [f"rec{t}" for t in truth]
+    path = write_with_metadata(
+        tmp_path / "built.csv", features, labels, {"row_recording": names, "row_subject": subjects.tolist()}
+    )
+    assert main([str(path), "--protocol", "subject", "--test-size", "0.25"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("12 recordings named in the metadata") and out[0].endswith("; 4 subjects")
+    assert out[2].startswith("subject split (seed 42, test_size 0.25)") and "1 held out" in out[2]
