@@ -12,9 +12,16 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 # Metaflow keeps its local datastore in .metaflow/ under the project.
 export METAFLOW_DATASTORE_SYSROOT_LOCAL ?= $(CURDIR)
 
-DATA ?= $(or $(DATA_PATH),data/emotions.csv)
-REPORTS ?= $(or $(REPORTS_DIR),reports)
-LABEL_COLUMN ?= label
+# DATA, REPORTS and LABEL_COLUMN are passed on only when given (command line or environment);
+# otherwise the settings decide: DATA_PATH, REPORTS_DIR and LABEL_COLUMN from the environment,
+# then `.env`, then the defaults (modules/settings.py), as the README documents.
+DATA ?=
+REPORTS ?=
+LABEL_COLUMN ?=
+REPORTS_ENV = $(if $(REPORTS),REPORTS_DIR="$(REPORTS)")
+LABEL_ARG = $(if $(LABEL_COLUMN),--label-column "$(LABEL_COLUMN)")
+# The reports folder as the settings resolve it (for recipes that name files in it).
+REPORTS_RESOLVED = $$($(REPORTS_ENV) $(PY) -m modules.settings get reports_dir)
 RUN_ID ?= latest
 MODEL ?= svm
 TOP_N ?= 30
@@ -72,35 +79,35 @@ lock: install-dev ## Rewrite the requirements*.lock files (every pin, with hashe
 	$(UV_COMPILE) requirements-checkov.txt -o requirements-checkov.lock
 
 data: install ## Download the Kaggle dataset into data/, or build the offline sample (FORCE=1 overwrites)
-	$(PY) -m modules.data fetch --out "$(DATA)" $(if $(FORCE),--force)
+	$(PY) -m modules.data fetch $(if $(DATA),--out "$(DATA)") $(if $(FORCE),--force)
 
 sample: install ## Build the simulated-EEG sample dataset offline (FORCE=1 overwrites)
-	$(PY) -m modules.sample_data --out "$(DATA)" $(if $(FORCE),--force)
+	$(PY) -m modules.sample_data $(if $(DATA),--out "$(DATA)") $(if $(FORCE),--force)
 
 eda: install ## Write EDA and correlation reports (JSON, PNG, HTML) into reports/
-	$(PY) -m analysis.eda "$(DATA)" "$(REPORTS)" --label-column $(LABEL_COLUMN)
-	$(PY) -m analysis.correlation_analysis "$(DATA)" "$(REPORTS)" --label-column $(LABEL_COLUMN) --top-n $(TOP_N)
+	$(REPORTS_ENV) $(PY) -m analysis.eda $(if $(DATA),"$(DATA)") $(LABEL_ARG)
+	$(REPORTS_ENV) $(PY) -m analysis.correlation_analysis $(if $(DATA),"$(DATA)") $(LABEL_ARG) --top-n $(TOP_N)
 
 tune: install ## Run TuningFlow: tune the SVM and the DNN, tracked in MLflow
-	$(PY) metaflows_flow/tuning_flow.py run --data-path "$(DATA)" --label-column $(LABEL_COLUMN)
+	$(PY) metaflows_flow/tuning_flow.py run $(if $(DATA),--data-path "$(DATA)") $(LABEL_ARG)
 
 train: install ## Run MLPipelineFlow on the latest TuningFlow run (RUN_ID=... picks one)
-	REPORTS_DIR="$(REPORTS)" $(PY) metaflows_flow/ml_pipeline_flow.py run --tuning-flow-run-id $(RUN_ID)
+	$(REPORTS_ENV) $(PY) metaflows_flow/ml_pipeline_flow.py run --tuning-flow-run-id $(RUN_ID)
 
 run: install ## Everything on embedded defaults: venv, data, EDA, tuning, training, registry
-	@if [ ! -f "$(DATA)" ]; then $(MAKE) --no-print-directory data; else echo "Using the dataset $(DATA)"; fi
+	@$(MAKE) --no-print-directory data
 	$(MAKE) --no-print-directory eda
 	$(MAKE) --no-print-directory tune
 	$(MAKE) --no-print-directory train
-	@echo "Pipeline finished: reports in $(REPORTS)/, runs and registered models in MLflow (make mlflow_ui)."
+	@echo "Pipeline finished: reports in $(REPORTS_RESOLVED)/, runs and registered models in MLflow (make mlflow_ui)."
 
 cards: install ## Save the latest runs' Metaflow cards as HTML in reports/ (tuning search, training report)
-	@mkdir -p "$(REPORTS)"
-	$(PY) metaflows_flow/tuning_flow.py card get join "$(REPORTS)/tuning_card.html"
-	$(PY) metaflows_flow/ml_pipeline_flow.py card get report "$(REPORTS)/training_card.html"
+	@dir="$(REPORTS_RESOLVED)"; mkdir -p "$$dir" && \
+	$(PY) metaflows_flow/tuning_flow.py card get join "$$dir/tuning_card.html" && \
+	$(PY) metaflows_flow/ml_pipeline_flow.py card get report "$$dir/training_card.html"
 
 predict: install ## Score DATA with the champion of MODEL=svm|dnn trained on DATA (or TRAINED_ON=...; MODEL_URI=... for any model)
-	$(PY) -m modules.prediction "$(DATA)" $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) --data-path "$(or $(TRAINED_ON),$(DATA))") --out "$(REPORTS)/predictions.csv"
+	$(REPORTS_ENV) $(PY) -m modules.prediction $(if $(DATA),"$(DATA)") $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))"))
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
 	$(PY) -m modules.tracking_server ui
@@ -138,4 +145,4 @@ bench: install ## Run the speed benchmarks in bench/ (figures as ratios against 
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean: ## Remove generated reports, local MLflow store and Metaflow datastore (keeps data/ and .venv)
-	rm -rf "$(REPORTS)" mlruns .metaflow .run
+	rm -rf $(if $(wildcard $(PY)),"$(REPORTS_RESOLVED)",reports) mlruns .metaflow .run

@@ -36,6 +36,7 @@ from analysis.report_files import (
     finish_report,
     html_table,
     new_figure,
+    report_parser,
     save_figure,
 )
 from modules.data import encode_labels as encode_classes
@@ -416,18 +417,11 @@ def run_correlation_analysis(
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m analysis.correlation_analysis",
-        description=(
-            "Correlate every feature with the label (encoded in LabelEncoder order) and report the "
-            "top-N features by |r|: correlation.json, correlation.html and PNG figures in OUTDIR."
-        ),
+    parser = report_parser(
+        "python -m analysis.correlation_analysis",
+        "Correlate every feature with the label (encoded in LabelEncoder order) and report the "
+        "top-N features by |r|: correlation.json, correlation.html and PNG figures in OUTDIR.",
     )
-    parser.add_argument("data", type=Path, help="CSV file with numeric feature columns and a label column")
-    parser.add_argument(
-        "out_dir", type=Path, metavar="OUTDIR", help="folder for the report (created if missing)"
-    )
-    parser.add_argument("--label-column", default="label", help="name of the label column (default: label)")
     parser.add_argument(
         "--top-n", type=int, default=30, help="how many features to plot and tabulate, by |r| (default: 30)"
     )

@@ -29,6 +29,7 @@ from analysis.report_files import (
     finish_report,
     html_table,
     new_figure,
+    report_parser,
     save_figure,
 )
 from modules.data import Dataset, load_dataset, normalise_column_name, read_raw_csv
@@ -614,19 +615,12 @@ def run_eda(data_path: Path | str, out_dir: Path | str, label_column: str = "lab
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m analysis.eda",
-        description=(
-            "Exploratory data analysis of a classification CSV: label distribution, missing values, "
-            "per-feature statistics, constant and duplicate columns, recordings. Writes eda.json, "
-            "eda.html and PNG figures into OUTDIR."
-        ),
+    parser = report_parser(
+        "python -m analysis.eda",
+        "Exploratory data analysis of a classification CSV: label distribution, missing values, "
+        "per-feature statistics, constant and duplicate columns, recordings. Writes eda.json, "
+        "eda.html and PNG figures into OUTDIR.",
     )
-    parser.add_argument("data", type=Path, help="CSV file with numeric feature columns and a label column")
-    parser.add_argument(
-        "out_dir", type=Path, metavar="OUTDIR", help="folder for the report (created if missing)"
-    )
-    parser.add_argument("--label-column", default="label", help="name of the label column (default: label)")
     return parser.parse_args(argv)
 
 

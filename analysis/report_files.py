@@ -6,6 +6,7 @@ depends on a display or on pyplot's global state (headless machines, CI, Metaflo
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import json
@@ -25,6 +26,7 @@ __all__ = [
     "class_colour",
     "html_table",
     "new_figure",
+    "report_parser",
     "save_figure",
     "to_jsonable",
     "write_json",
@@ -199,3 +201,36 @@ class ReportPage:
         )
         path.write_text(document, encoding="utf-8")
         return path
+
+
+def report_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The command line every report shares: DATA, OUTDIR and --label-column.
+
+    Omitted, each comes from the settings (environment, then `.env`, then defaults), so a
+    value in `.env` is used unless the command line overrides it.
+    """
+    from modules.settings import get_settings
+
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "data",
+        type=Path,
+        nargs="?",
+        default=settings.data_path,
+        help="CSV file with numeric feature columns and a label column (default: DATA_PATH, %(default)s)",
+    )
+    parser.add_argument(
+        "out_dir",
+        type=Path,
+        nargs="?",
+        default=settings.reports_dir,
+        metavar="OUTDIR",
+        help="folder for the report, created if missing (default: REPORTS_DIR, %(default)s)",
+    )
+    parser.add_argument(
+        "--label-column",
+        default=settings.label_column,
+        help="name of the label column (default: LABEL_COLUMN, %(default)s)",
+    )
+    return parser

@@ -330,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         "By default the champion of the SVM trained on DATA_PATH (e.g. models:/eeg-emotion-svm@champion).",
     )
     parser.add_argument(
-        "data", type=Path, help="CSV with the model's feature columns (a label column is optional)"
+        "data",
+        type=Path,
+        nargs="?",
+        default=settings.data_path,
+        help="CSV with the model's feature columns, a label column optional (default: DATA_PATH, %(default)s)",
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(

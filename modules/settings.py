@@ -251,3 +251,30 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
 def get_settings() -> Settings:
     """The settings of this process, read once."""
     return load_settings()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m modules.settings get NAME`: print one resolved setting (the Makefile's source)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m modules.settings",
+        description="Print a setting as resolved from the environment, then .env, then the defaults.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    get = sub.add_parser("get", help="print one setting, e.g. `get reports_dir`")
+    get.add_argument("name", help="a field of the settings, e.g. data_path, reports_dir, label_column")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.name not in Settings.__dataclass_fields__ or args.name == "postgres":
+        raise ConfigurationError(
+            f"unknown setting {args.name!r}; expected a field such as data_path or reports_dir"
+        )
+    print(getattr(settings, args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    from modules.errors import run_cli
+
+    run_cli(main)
