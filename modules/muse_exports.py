@@ -19,7 +19,8 @@ arrived (`muselsl record` without `--dejitter`, BlueMuse), and Mind Monitor stam
 Bluetooth packet of 12 samples with about one time: uneven spacing and backward steps of a
 few milliseconds are normal, not corruption. They are repaired as LSL does (`pylsl`'s
 dejitter post-processing, `pyxdf.load_xdf`, `muselsl record --dejitter`): a least-squares line
-of time on sample index, one per continuous segment.
+of time on sample index, one per continuous segment (a segment shorter than MIN_FIT_SAMPLES, 1 s,
+keeps the nominal spacing: its fitted slope would be noise).
 
 Segments end at real gaps (a dropped Bluetooth packet, a pause). A chunk is stamped when it
 arrives, so timestamps are late, never early: the floor (minimum) of the lag of the timestamps
@@ -89,7 +90,7 @@ _MARKER = re.compile(r"^Marker\d*$", re.IGNORECASE)
 MISSING_TEXTS = ("", "nan", "NaN", "NAN")
 # A lasting step of more than this many sample periods in the timeline is a gap.
 GAP_SAMPLES = 6
-# Samples before and after a jump whose median lag decides whether the step lasts.
+# Samples before and after a jump whose lag floors decide whether the step lasts (2 s at 256 Hz).
 GAP_CONTEXT_SAMPLES = 512
 # Nearer an end of the recording than GAP_CONTEXT_SAMPLES, only a jump over EDGE_GAP_S is a gap.
 EDGE_GAP_S = 0.25
@@ -100,7 +101,7 @@ RATE_TOLERANCE = 0.01
 RATE_TIMING_ALLOWANCE_S = 0.05
 # Longest run of missing values in a signal that is interpolated (one Bluetooth packet).
 MAX_FILLED_RUN = 12
-# Candidate jumps are examined in blocks, to bound the memory of the median windows.
+# Candidate jumps are examined in blocks, to bound the memory of the floor windows.
 _BLOCK = 4096
 
 
