@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
 
 
 @pytest.fixture
@@ -38,7 +37,9 @@ def make(project: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     clean.pop("PYTHONPATH", None)
     venv = Path(sys.executable).parent.parent
     command = ["make", "--no-print-directory", "-o", "install", f"VENV={venv}", *args]
-    return subprocess.run(command, cwd=project, env={**clean, **env}, capture_output=True, text=True, check=False)
+    return subprocess.run(
+        command, cwd=project, env={**clean, **env}, capture_output=True, text=True, check=False
+    )
 
 
 def test_dotenv_values_are_used_when_nothing_overrides_them(project: Path):
