@@ -279,8 +279,9 @@ class Split:
         return text
 
     def to_dict(self) -> dict:
-        """JSON-safe form (plain ints and lists) for Metaflow and MLflow artifacts."""
-        return {
+        """JSON-safe form (plain ints and lists) for Metaflow and MLflow artifacts (`subjects` only
+        for a subject split, so other splits keep their earlier form)."""
+        data = {
             "protocol": self.protocol,
             "requested_protocol": self.requested_protocol or self.protocol,
             "seed": int(self.seed),
@@ -289,8 +290,10 @@ class Split:
             "train_index": [int(i) for i in self.train_index],
             "test_index": [int(i) for i in self.test_index],
             "groups": None if self.groups is None else [int(g) for g in self.groups],
-            "subjects": None if self.subjects is None else [str(x) for x in self.subjects],
         }
+        if self.subjects is not None:
+            data["subjects"] = [str(x) for x in self.subjects]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> Split:
@@ -585,8 +588,9 @@ def check_folds_possible(split: Split, labels: Sequence | pd.Series | np.ndarray
                 if n_groups >= CALIBRATION_FOLDS
                 else f"add {unit} (the SVM's calibration needs {CALIBRATION_FOLDS} training {unit} per class)"
             )
+            counted = f"{n_groups} {unit}" if n_groups != 1 else f"1 {unit[:-1]}"
             raise DataValidationError(
-                f"the training part has {n_groups} {unit}, fewer than the {n_splits} CV folds asked for; {lower}"
+                f"the training part has {counted}, fewer than the {n_splits} CV folds asked for; {lower}"
             )
         train_groups = pd.DataFrame({"g": groups, "y": y_train}).drop_duplicates().groupby("y").size()
         all_counts = (

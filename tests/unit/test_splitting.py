@@ -548,3 +548,20 @@ def test_cli_uses_the_recordings_and_subjects_of_the_metadata(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("12 recordings named in the metadata") and out[0].endswith("; 4 subjects")
     assert out[2].startswith("subject split (seed 42, test_size 0.25)") and "1 held out" in out[2]
+
+
+def test_subject_split_of_the_offline_sample_says_what_it_needs(tmp_path: Path) -> None:
+    from modules.data import load_dataset
+    from modules.sample_data import build_sample
+
+    out = tmp_path / "emotions.csv"
+    build_sample(out, seed=3, subjects=2, repeats=1, duration_s=6.0)
+    dataset = load_dataset(out)
+    known = groups_from_metadata(out, len(dataset.labels), dataset.digest)
+    assert known.n_subjects == 2 and known.recordings.n_chains == 6
+    with pytest.raises(DataValidationError) as caught:
+        make_split(dataset.features, dataset.labels, protocol="subject", subjects=known.subjects, n_splits=2)
+    assert str(caught.value).startswith("the training part has 1 subject, fewer than the 2 CV folds")
+    assert "add subjects" in str(caught.value)
+    grouped = make_split(dataset.features, dataset.labels, recordings=known.recordings, seed=0)
+    assert "subjects" not in grouped.to_dict()  # other splits keep their stored form
