@@ -53,6 +53,7 @@ TRUSTED_SKOPS_TYPES: tuple[str, ...] = (
 MODEL_CODE_FILES = ("svm_model_code.py", "dnn_model_code.py")
 _PROJECT_MODULES = Path(__file__).resolve().parent
 _LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
+_MLFLOW_NOTE = "registered_model_meta"  # written by MLflow's loader, outside the digest
 _CHUNK = 1 << 20
 
 
@@ -150,11 +151,19 @@ def resolve_model(model_uri: str) -> ModelFiles:
 
 
 def _download(location: str, destination: Path) -> Path:
-    """The model's files, copied into `destination` (never the store's own folder, even when local)."""
+    """The model's files, copied into `destination` (never the store's own folder, even when local).
+
+    MLflow's `registered_model_meta` note is dropped from the copy: `mlflow.pyfunc.load_model`
+    writes it into the model's folder of a local store, and nothing reads it.
+    """
     import mlflow.artifacts
 
     destination.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(destination)))
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(destination)))
+    note = local / _MLFLOW_NOTE
+    if note.is_file() and not note.is_symlink():
+        note.unlink()
+    return local
 
 
 def _missing_tag(model: ModelFiles) -> ModelIntegrityError:

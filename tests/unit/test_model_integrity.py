@@ -158,6 +158,16 @@ def test_every_version_is_registered_with_the_digest_of_its_files(store) -> None
 
 
 @pytest.mark.slow
+def test_mlflows_own_loader_leaves_the_digest_intact(store) -> None:
+    """`mlflow.pyfunc.load_model` writes `registered_model_meta` into a local store's model folder."""
+    uri, _ = _log_and_register("shared")
+    mlflow.pyfunc.load_model("models:/shared@champion")
+    assert (_files_in_store(uri) / "registered_model_meta").is_file()
+    X, y = _rows()
+    assert list(tracking.load_model("models:/shared@champion").predict(X)) == list(y)
+
+
+@pytest.mark.slow
 def test_a_flipped_byte_in_a_registered_model_is_refused(store) -> None:
     uri, version = _log_and_register("tampered")
     _flip_one_byte(_files_in_store(uri) / "artifacts" / "model.skops")
