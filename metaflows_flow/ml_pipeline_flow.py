@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaflow import FlowSpec, Parameter, card, current, step
+from metaflow import FlowSpec, Parameter, card, current, exit_hook, retry, step
 
-from metaflows_flow.flow_helpers import SplitDataSteps
-from modules.errors import ConfigurationError, fail_cleanly
+from metaflows_flow.flow_helpers import SplitDataSteps, tracked
+from modules.errors import ConfigurationError
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
 # TensorFlow cost seconds each), so the light steps start fast.
@@ -40,6 +40,12 @@ def parse_overrides(text: str) -> dict[str, dict]:
     return overrides
 
 
+# Every step is @tracked: bounded tracking calls, one line on failure, the parent run's state kept
+# true (FAILED on failure, re-opened by `resume`, FINISHED by `end`). The exit hook closes the runs
+# of a failed flow. Only the idempotent steps after training are retried after an outage.
+# Named by module path: Metaflow runs the hook in a new process, from the directory the flow was
+# started in (the project root is on PYTHONPATH, as `make` sets it).
+@exit_hook(on_error=["metaflows_flow.flow_helpers.close_failed_flow"])
 class MLPipelineFlow(FlowSpec, SplitDataSteps):
     """Refit the best models on the training part, evaluate on held-out rows, register, promote."""
 
@@ -54,6 +60,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         help='JSON that replaces tuned settings, e.g. {"svm": {"C": 0.5}, "dnn": {"epochs": 3}}',
     )
 
+    @tracked
     @step
     def start(self):
         """Check the tracking server, find the tuning run, reuse its dataset, split and best settings."""
@@ -61,35 +68,34 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         from modules import tracking
         from modules.provenance import verify_for_environment
 
-        with fail_cleanly():
-            overrides = parse_overrides(self.params_override)
-            tuning = find_tuning_run(self.tuning_flow_run_id)
-            self.tuning_pathspec = tuning.pathspec
-            artifacts = tuning.data
-            if "dataset" not in artifacts:
-                raise ConfigurationError(
-                    f"{tuning.pathspec} was made by an older version of TuningFlow (no dataset artifact); "
-                    "run `make tune` again"
-                )
-            self.data_path = artifacts.data_path
-            self.label_column = artifacts.label_column
-            settings = self._settings()
-            self.tracking_uri = tracking.connect(settings)
-            self.seed = artifacts.seed
-            self.split = artifacts.split
-            self.data_summary = artifacts.data_summary
-            self.pinned_settings = artifacts.pinned_settings
-            self.dataset = artifacts.dataset
-            # The data was hashed when TuningFlow loaded it; production checks that digest again here.
-            self.data_check = verify_for_environment(
-                settings, data_path=self.data_path, digest=self.dataset.digest, source=self.dataset.source
+        overrides = parse_overrides(self.params_override)
+        tuning = find_tuning_run(self.tuning_flow_run_id)
+        self.tuning_pathspec = tuning.pathspec
+        artifacts = tuning.data
+        if "dataset" not in artifacts:
+            raise ConfigurationError(
+                f"{tuning.pathspec} was made by an older version of TuningFlow (no dataset artifact); "
+                "run `make tune` again"
             )
-            self.best = {family: dict(artifacts.best[family]) for family in FAMILIES}
-            for family, values in overrides.items():
-                if family == "dnn" and "epochs" in values:
-                    self.best["dnn"]["epochs"] = values["epochs"]
-                extra = {k: v for k, v in values.items() if not (family == "dnn" and k == "epochs")}
-                self.best[family]["params"] = {**self.best[family]["params"], **extra}
+        self.data_path = artifacts.data_path
+        self.label_column = artifacts.label_column
+        settings = self._settings()
+        self.tracking_uri = tracking.connect(settings)
+        self.seed = artifacts.seed
+        self.split = artifacts.split
+        self.data_summary = artifacts.data_summary
+        self.pinned_settings = artifacts.pinned_settings
+        self.dataset = artifacts.dataset
+        # The data was hashed when TuningFlow loaded it; production checks that digest again here.
+        self.data_check = verify_for_environment(
+            settings, data_path=self.data_path, digest=self.dataset.digest, source=self.dataset.source
+        )
+        self.best = {family: dict(artifacts.best[family]) for family in FAMILIES}
+        for family, values in overrides.items():
+            if family == "dnn" and "epochs" in values:
+                self.best["dnn"]["epochs"] = values["epochs"]
+            extra = {k: v for k, v in values.items() if not (family == "dnn" and k == "epochs")}
+            self.best[family]["params"] = {**self.best[family]["params"], **extra}
         self._say_if_settings_changed(settings)
         print(f"Training from {self.tuning_pathspec}: {self.best}")
         print(f"Data check: {self.data_check}")
@@ -101,7 +107,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             split_protocol=self.data_summary["split_protocol"],
         )
         self.run_tags["tuning.pathspec"] = self.tuning_pathspec
-        self.mlflow_run_id = tracking.start_parent_run(settings, pathspec, self.run_tags)
+        self.mlflow_run_id = self._start_parent_run(settings)
         with tracking.reopen_run(self.mlflow_run_id):
             tracking.log_params(
                 {
@@ -116,13 +122,13 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             tracking.log_dict(self.best, "best_params.json")
         self.next(self.train_svm, self.train_dnn)
 
+    @tracked
     @step
     def train_svm(self):
         """Refit the best SVM on the whole training part, evaluate it on held-out rows, log it (not registered yet)."""
         from modules import tracking
         from modules.pipeline import train_svm
 
-        tracking.connect(self._settings())
         data = self._data()
         # Inside the runs, so a failed fit marks them FAILED instead of leaving them open.
         with tracking.step_run(self.mlflow_run_id, "train_svm", self._step_tags()) as run:
@@ -137,13 +143,13 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             self.svm = self._record(trained, run.info.run_id, model_uri)
         self.next(self.join)
 
+    @tracked
     @step
     def train_dnn(self):
         """Refit the best DNN on the whole training part, evaluate it on held-out rows, log it (not registered yet)."""
         from modules import tracking
         from modules.pipeline import train_dnn
 
-        tracking.connect(self._settings())
         data = self._data()
         with tracking.step_run(self.mlflow_run_id, "train_dnn", self._step_tags()) as run:
             trained = train_dnn(
@@ -161,6 +167,8 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             self.dnn = self._record(trained, run.info.run_id, model_uri)
         self.next(self.join)
 
+    @retry(times=1, minutes_between_retries=1)
+    @tracked
     @step
     def join(self, inputs):
         """Every branch succeeded: register each model, then let the gate decide who is `champion`."""
@@ -169,45 +177,48 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
 
         self.merge_artifacts(inputs)
         settings = self._settings()
-        tracking.connect(settings)
         data = self._data()
         schema = Schema.of(list(data.dataset.features.columns), data.classes)
         self.promotions = []
-        with fail_cleanly():
-            for family in FAMILIES:
-                result = getattr(self, family)
-                # Keyed by the run that logged and evaluated the model: a re-run join reuses the
-                # version, a re-trained model (resume from its step) gets its own.
-                version = tracking.register_model(
-                    result["model_uri"],
-                    result["model_name"],
-                    idempotency_key=f"{family}/{result['run_id']}",
-                    tags={**self.run_tags, **schema.to_tags()},
-                )
-                setattr(self, family, {**result, "version": version})
-                candidate = Candidate(
-                    version=version,
-                    accuracy=result["report"]["evaluation"]["accuracy"],
-                    baseline_accuracy=result["report"]["baseline"]["accuracy"],
-                    schema=schema,
-                    # The digest was computed once, when TuningFlow loaded these very rows.
-                    data_verified=True,
-                    data_check=f"sha256 {data.dataset.digest[:12]}... recorded at load; {self.data_check}",
-                )
-                promotion = tracking.promote_through_gate(
-                    family,
-                    result["model_name"],
-                    candidate,
-                    score_model=lambda uri: tracking.accuracy_of(uri, data.X_test, data.y_test),
-                    min_margin=settings.promotion_min_margin,
-                    allow_schema_change=settings.allow_schema_change,
-                )
-                state = "champion" if promotion.promoted else "stays challenger"
-                print(f"{family}: {result['model_name']} v{version} {state}: {promotion.reason}")
-                self.promotions.append(promotion.to_dict())
+        for family in FAMILIES:
+            result = getattr(self, family)
+            # Keyed by the run that logged and evaluated the model: a re-run join reuses the
+            # version, a re-trained model (resume from its step) gets its own.
+            version = tracking.register_model(
+                result["model_uri"],
+                result["model_name"],
+                idempotency_key=f"{family}/{result['run_id']}",
+                tags={**self._flow_tags(), **schema.to_tags()},
+            )
+            setattr(self, family, {**result, "version": version})
+            candidate = Candidate(
+                version=version,
+                accuracy=result["report"]["evaluation"]["accuracy"],
+                baseline_accuracy=result["report"]["baseline"]["accuracy"],
+                schema=schema,
+                # The digest was computed once, when TuningFlow loaded these very rows.
+                data_verified=True,
+                data_check=f"sha256 {data.dataset.digest[:12]}... recorded at load; {self.data_check}",
+            )
+            promotion = tracking.promote_through_gate(
+                family,
+                result["model_name"],
+                candidate,
+                score_model=lambda uri: tracking.accuracy_of(uri, data.X_test, data.y_test),
+                min_margin=settings.promotion_min_margin,
+                allow_schema_change=settings.allow_schema_change,
+                owner=current.pathspec,
+                lease_ttl_s=settings.promotion_lease_ttl_s,
+                lease_wait_s=settings.promotion_lease_wait_s,
+            )
+            state = "champion" if promotion.promoted else "stays challenger"
+            print(f"{family}: {result['model_name']} v{version} {state}: {promotion.reason}")
+            self.promotions.append(promotion.to_dict())
         self.next(self.report)
 
     @card(type="blank", id="report")
+    @retry(times=1, minutes_between_retries=1)
+    @tracked
     @step
     def report(self):
         """Write the card, an HTML report logged to MLflow, and reports/promotion.json."""
@@ -242,7 +253,6 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         title = f"{current.flow_name}/{current.run_id} (from {self.tuning_pathspec})"
         report = training_report_html(title, self.data_summary, families, self.promotions, images)
         self.promotion_summary = summary = self._promotion_summary(families)
-        tracking.connect(self._settings())
         with tracking.reopen_run(self.mlflow_run_id):
             tracking.log_text(report, "training_report.html")
             for name, png in images.items():
@@ -277,9 +287,12 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             current.card.append(Markdown(f"## {family.upper()}\n```\n{info['classification_report']}\n```"))
         self.next(self.end)
 
+    @retry(times=1, minutes_between_retries=1)
+    @tracked
     @step
     def end(self):
-        """Say where the models and reports are."""
+        """Close the parent run FINISHED and say where the models and reports are."""
+        self._finish_parent_run()
         for promotion in self.promotions:
             state = "is now champion" if promotion["promoted"] else "NOT PROMOTED, stays challenger"
             print(f"{promotion['model_name']} v{promotion['new_version']} {state}: {promotion['reason']}")

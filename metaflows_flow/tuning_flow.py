@@ -14,10 +14,9 @@ from pathlib import Path
 # Steps run as `python metaflows_flow/tuning_flow.py`: make the project importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaflow import FlowSpec, Parameter, card, current, step
+from metaflow import FlowSpec, Parameter, card, current, exit_hook, retry, step
 
-from metaflows_flow.flow_helpers import SplitDataSteps
-from modules.errors import fail_cleanly
+from metaflows_flow.flow_helpers import SplitDataSteps, tracked
 from modules.settings import SPLIT_PROTOCOLS, get_settings
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
@@ -26,6 +25,12 @@ from modules.settings import SPLIT_PROTOCOLS, get_settings
 SETTINGS = get_settings()
 
 
+# Every step is @tracked: bounded tracking calls, one line on failure, the parent run's state kept
+# true (FAILED on failure, re-opened by `resume`, FINISHED by `end`). The exit hook closes the runs
+# of a failed flow. Only the idempotent closing steps are retried after an outage.
+# Named by module path: Metaflow runs the hook in a new process, from the directory the flow was
+# started in (the project root is on PYTHONPATH, as `make` sets it).
+@exit_hook(on_error=["metaflows_flow.flow_helpers.close_failed_flow"])
 class TuningFlow(FlowSpec, SplitDataSteps):
     """Tune the SVM and the DNN in parallel on the training part of one split."""
 
@@ -47,6 +52,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
     )
     seed = Parameter("seed", default=SETTINGS.seed, type=int, help="seed of the split, folds and searches")
 
+    @tracked
     @step
     def start(self):
         """Check the tracking server, load, validate and hash the data once, vouch for it, split it once."""
@@ -55,22 +61,21 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         from modules.provenance import verify_for_environment
 
         settings = self._settings()
-        with fail_cleanly():
-            self.tracking_uri = tracking.connect(settings)
-            print(f"MLflow tracking: {self.tracking_uri}")
-            data = prepare_data(
-                self.data_path,
-                self.label_column,
-                protocol=self.split_protocol,
-                test_size=settings.test_size,
-                cv_folds_count=settings.cv_folds,
-                seed=self.seed,
-                missing=settings.missing_values,
-            )
-            # Before anything is tracked: production refuses data it cannot vouch for.
-            self.data_check = verify_for_environment(
-                settings, data_path=self.data_path, digest=data.dataset.digest, source=data.dataset.source
-            )
+        self.tracking_uri = tracking.connect(settings)
+        print(f"MLflow tracking: {self.tracking_uri}")
+        data = prepare_data(
+            self.data_path,
+            self.label_column,
+            protocol=self.split_protocol,
+            test_size=settings.test_size,
+            cv_folds_count=settings.cv_folds,
+            seed=self.seed,
+            missing=settings.missing_values,
+        )
+        # Before anything is tracked: production refuses data it cannot vouch for.
+        self.data_check = verify_for_environment(
+            settings, data_path=self.data_path, digest=data.dataset.digest, source=data.dataset.source
+        )
         print(f"Data check: {self.data_check}")
         self.dataset = data.dataset
         self.data_summary = data.summary()
@@ -91,9 +96,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
             dataset_source=data.dataset.source,
             split_protocol=data.split.protocol,
         )
-        self.mlflow_run_id = tracking.start_parent_run(
-            settings, f"{current.flow_name}/{current.run_id}", self.run_tags
-        )
+        self.mlflow_run_id = self._start_parent_run(settings)
         with tracking.reopen_run(self.mlflow_run_id):
             tracking.log_params(
                 {
@@ -118,6 +121,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
             tracking.log_dict(self.split, "split.json")
         self.next(self.tune_svm, self.tune_dnn)
 
+    @tracked
     @step
     def tune_svm(self):
         """Search the SVM (C, gamma, kernel) by successive halving on the split's CV folds."""
@@ -125,8 +129,6 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         from modules.pipeline import run_svm_tuning
 
         settings = self._settings()
-        with fail_cleanly():
-            tracking.connect(settings)
         with tracking.step_run(self.mlflow_run_id, "tune_svm", self._step_tags()):
             result = run_svm_tuning(
                 self._data(),
@@ -148,14 +150,13 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         self.svm_result = result.to_dict()
         self.next(self.join)
 
+    @tracked
     @step
     def tune_dnn(self):
         """Search the DNN architecture with keras-tuner (each trial a nested MLflow run), then cross-validate the best."""
         from modules import tracking
         from modules.pipeline import run_dnn_tuning
 
-        with fail_cleanly():
-            tracking.connect(self._settings())
         with tracking.step_run(self.mlflow_run_id, "tune_dnn", self._step_tags()):
             result = run_dnn_tuning(
                 self._data(),
@@ -180,6 +181,8 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         self.next(self.join)
 
     @card(type="blank", id="tuning")
+    @retry(times=1, minutes_between_retries=1)
+    @tracked
     @step
     def join(self, inputs):
         """Keep the best settings of each family and show every candidate in a card."""
@@ -214,7 +217,6 @@ class TuningFlow(FlowSpec, SplitDataSteps):
                 "epochs": best_epoch(DnnTuningResult.from_dict(self.dnn_result)),
             },
         }
-        tracking.connect(self._settings())
         with tracking.reopen_run(self.mlflow_run_id):
             tracking.log_metrics(
                 {
@@ -238,9 +240,12 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         current.card.append(Table(dnn_trial_rows(self.dnn_result), headers=DNN_TABLE_HEADERS))
         self.next(self.end)
 
+    @retry(times=1, minutes_between_retries=1)
+    @tracked
     @step
     def end(self):
-        """Print the best settings; MLPipelineFlow picks them up from this run."""
+        """Close the parent run FINISHED and print the best settings; MLPipelineFlow picks them up from this run."""
+        self._finish_parent_run()
         print(f"Best SVM: {self.best['svm']}")
         print(f"Best DNN: {self.best['dnn']}")
         print(f"Next: make train (uses TuningFlow/{current.run_id}, the latest successful run)")

@@ -1,4 +1,9 @@
-"""Errors meant for people, and the command-line wrapper that prints them as one line."""
+"""Errors meant for people, and the command-line wrapper that prints them as one line.
+
+Exit codes: 2 for input or settings we cannot use (fix them, then run again), 69
+(EX_UNAVAILABLE) for a service that did not answer (run again once it is back), 130 when
+interrupted.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,20 @@ class ConfigurationError(OperationalMLError):
 
 class TrackingError(OperationalMLError):
     """The MLflow tracking server or registry cannot be used."""
+
+
+# sysexits.h EX_UNAVAILABLE: a service we depend on is down; trying again later may work.
+EXIT_UNAVAILABLE = 69
+
+
+class ServiceUnavailableError(TrackingError):
+    """A service the command depends on (the tracking server) did not answer in time.
+
+    Exit code 69 (EX_UNAVAILABLE), apart from bad input (2): the same command may work once the
+    service is back.
+    """
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 @contextmanager

@@ -127,6 +127,12 @@ def _as_path(env: dict[str, str], name: str, default: Path, root: Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def _at_most(env: Mapping[str, str], name: str, value: int, maximum: int) -> int:
+    if value > maximum:
+        raise ConfigurationError(f"{name}={env.get(name)} must be at most {maximum}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable, with embedded defaults that need no cloud account."""
@@ -167,6 +173,13 @@ class Settings:
     # MLFLOW_EXPERIMENT_NAME / MODEL_NAME_PREFIX when set: they win over the dataset's names.
     experiment_name_override: str | None = None
     model_name_prefix_override: str | None = None
+    # Tracking calls during an outage: retries per request, backoff factor, seconds per attempt.
+    tracking_max_retries: int = 3
+    tracking_backoff_factor: int = 1
+    tracking_timeout_s: int = 10
+    # Promotion is serialised per registered model by a lease: held at most this long, waited for at most that.
+    promotion_lease_ttl_s: int = 120
+    promotion_lease_wait_s: int = 300
 
     @property
     def is_production(self) -> bool:
@@ -244,6 +257,13 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
         allow_schema_change=env_bool(env, "ALLOW_SCHEMA_CHANGE", False),
         experiment_name_override=env.get("MLFLOW_EXPERIMENT_NAME") or None,
         model_name_prefix_override=env.get("MODEL_NAME_PREFIX") or None,
+        tracking_max_retries=_at_most(
+            env, "TRACKING_MAX_RETRIES", env_int(env, "TRACKING_MAX_RETRIES", 3), 10
+        ),
+        tracking_backoff_factor=env_int(env, "TRACKING_BACKOFF_FACTOR", 1),
+        tracking_timeout_s=env_int(env, "TRACKING_TIMEOUT_S", 10, minimum=1),
+        promotion_lease_ttl_s=env_int(env, "PROMOTION_LEASE_TTL_S", 120, minimum=5),
+        promotion_lease_wait_s=env_int(env, "PROMOTION_LEASE_WAIT_S", 300, minimum=0),
     )
 
 

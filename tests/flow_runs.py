@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,55 @@ class FlowEnvironment:
         with self.runner(flow_file).run(**parameters) as running:
             assert running.status == "successful", running.stdout + running.stderr
             return running.run
+
+    def start(self, flow_file: str, *args: str, env: dict[str, str] | None = None) -> StartedFlow:
+        """Start `python FLOW ARGS...` in its own process group, so a test can kill all of it."""
+        log = self.root / f"flow-{os.urandom(4).hex()}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, str(FLOWS / flow_file), *args],
+                env=env or self.env,
+                cwd=self.root,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return StartedFlow(process, log)
+
+    def metaflow_run(self, pathspec: str) -> Any:
+        """A Metaflow Run of this environment's datastore, by pathspec."""
+        from metaflow import Run
+
+        return Run(pathspec, _namespace_check=False, _current_metadata=f"local@{self.root}")
+
+
+@dataclass
+class StartedFlow:
+    """A flow started by `FlowEnvironment.start`: its process and its combined output."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def run_id(self) -> str | None:
+        """The Metaflow run id, once the flow has printed it."""
+        for line in self.output.splitlines():
+            if "(run-id " in line:
+                return line.split("(run-id ", 1)[1].split(")", 1)[0].strip()
+        return None
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the flow's whole process group: the Metaflow runtime and every task it started."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
 
 
 def make_flow_environment(root: Path, tracking_uri: str | None = None, **settings: str) -> FlowEnvironment:

@@ -44,6 +44,10 @@ def test_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.Monkey
         ({"PROMOTION_MIN_MARGIN": "1"}, "PROMOTION_MIN_MARGIN=1 must be at least 0 and below 1"),
         ({"PROMOTION_MIN_MARGIN": "ten"}, "PROMOTION_MIN_MARGIN='ten' is not a number"),
         ({"ALLOW_SCHEMA_CHANGE": "maybe"}, "ALLOW_SCHEMA_CHANGE='maybe' must be 1/true/yes or 0/false/no"),
+        ({"TRACKING_MAX_RETRIES": "11"}, "TRACKING_MAX_RETRIES=11 must be at most 10"),
+        ({"TRACKING_MAX_RETRIES": "-1"}, "TRACKING_MAX_RETRIES=-1 must be at least 0"),
+        ({"TRACKING_TIMEOUT_S": "0"}, "TRACKING_TIMEOUT_S=0 must be at least 1"),
+        ({"PROMOTION_LEASE_TTL_S": "1"}, "PROMOTION_LEASE_TTL_S=1 must be at least 5"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, env: dict[str, str], message: str):
@@ -98,6 +102,30 @@ def test_environment_and_promotion_values(
     assert settings.is_production is production
     assert settings.promotion_min_margin == pytest.approx(margin)
     assert settings.allow_schema_change is schema_change
+
+
+def test_tracking_and_lease_settings(tmp_path: Path):
+    defaults = load_settings(root=tmp_path, env={})
+    assert (defaults.tracking_max_retries, defaults.tracking_backoff_factor, defaults.tracking_timeout_s) == (
+        3,
+        1,
+        10,
+    )
+    assert (defaults.promotion_lease_ttl_s, defaults.promotion_lease_wait_s) == (120, 300)
+    env = {
+        "TRACKING_MAX_RETRIES": "0",
+        "TRACKING_BACKOFF_FACTOR": "2",
+        "TRACKING_TIMEOUT_S": "30",
+        "PROMOTION_LEASE_TTL_S": "60",
+        "PROMOTION_LEASE_WAIT_S": "0",
+    }
+    settings = load_settings(root=tmp_path, env=env)
+    assert (settings.tracking_max_retries, settings.tracking_backoff_factor, settings.tracking_timeout_s) == (
+        0,
+        2,
+        30,
+    )
+    assert (settings.promotion_lease_ttl_s, settings.promotion_lease_wait_s) == (60, 0)
 
 
 def test_dotenv_sets_the_pipeline_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
