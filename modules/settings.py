@@ -164,6 +164,16 @@ class Settings:
     mlflow_port: int
     run_dir: Path
     postgres: dict[str, str] = field(default_factory=dict)
+    # Drift monitoring (modules.monitoring): a column drifts when its BH-corrected KS p-value is
+    # below drift_alpha and its PSI at least drift_psi_floor; retrain when at least
+    # drift_share_threshold of the columns drift, the predicted-label mix drifts, or the live
+    # accuracy (drift_min_feedback_rows labelled rows or more) falls below the champion's test
+    # accuracy minus drift_accuracy_tolerance.
+    drift_alpha: float = 0.01
+    drift_psi_floor: float = 0.1
+    drift_share_threshold: float = 0.2
+    drift_accuracy_tolerance: float = 0.05
+    drift_min_feedback_rows: int = 30
     # Environment and promotion
     pipeline_env: str = "local"
     # The manifest that pins the production dataset's sha256 (DATA_MANIFEST; data/manifest.json).
@@ -251,6 +261,13 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
             "user": env.get("POSTGRES_USER", ""),
             "password": env.get("POSTGRES_PASSWORD", ""),
         },
+        drift_alpha=env_float(env, "DRIFT_ALPHA", 0.01, 0.0, 1.0),
+        drift_psi_floor=env_float(env, "DRIFT_PSI_FLOOR", 0.1, 0.0, low_inclusive=True),
+        drift_share_threshold=env_float(env, "DRIFT_SHARE_THRESHOLD", 0.2, 0.0, 1.0),
+        drift_accuracy_tolerance=env_float(
+            env, "DRIFT_ACCURACY_TOLERANCE", 0.05, 0.0, 1.0, low_inclusive=True
+        ),
+        drift_min_feedback_rows=env_int(env, "DRIFT_MIN_FEEDBACK_ROWS", 30, minimum=1),
         pipeline_env=_as_choice(env, "PIPELINE_ENV", "local", PIPELINE_ENVIRONMENTS),
         data_manifest=_as_path(env, "DATA_MANIFEST", root / "data" / "manifest.json", root),
         promotion_min_margin=env_float(env, "PROMOTION_MIN_MARGIN", 0.10, 0.0, 1.0, low_inclusive=True),
