@@ -16,6 +16,7 @@ from modules.monitoring.drift import (
     DriftThresholds,
     benjamini_hochberg,
     detect_drift,
+    drift_share_over_time,
     population_stability_index,
 )
 from modules.monitoring.reference import Reference, build_reference
@@ -30,6 +31,7 @@ __all__ = [
     "benjamini_hochberg",
     "build_reference",
     "detect_drift",
+    "drift_share_over_time",
     "population_stability_index",
     "write_drift_report",
 ]

@@ -25,6 +25,7 @@ The decision `retrain` is yes when any of these holds (each gives a reason):
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ __all__ = [
     "DriftThresholds",
     "benjamini_hochberg",
     "detect_drift",
+    "drift_share_over_time",
     "population_stability_index",
 ]
 
@@ -85,7 +87,7 @@ class DriftSummary:
     reference_rows: int
     drifted_share: float
     drifted_columns: list[str]
-    columns: pd.DataFrame  # column, ks_statistic, p_value, p_adjusted, psi, drifted
+    columns: pd.DataFrame  # column, ks_statistic, p_value, p_adjusted, psi, drifted, means
     thresholds: DriftThresholds
     label_drift: dict[str, Any] | None = None
     live_accuracy: dict[str, Any] | None = None
@@ -96,8 +98,30 @@ class DriftSummary:
         order = self.columns.sort_values(["drifted", "psi", "ks_statistic"], ascending=False)
         return order.head(count).reset_index(drop=True)
 
+    def metrics(self) -> dict[str, float]:
+        """Figures to log as run metrics (MLflow): only those that were measured."""
+        out = {
+            "drift_retrain": float(self.retrain),
+            "drift_rows": float(self.rows),
+            "drift_drifted_share": self.drifted_share,
+            "drift_drifted_columns": float(len(self.drifted_columns)),
+        }
+        if self.label_drift is not None:
+            out["drift_label_psi"] = self.label_drift["psi"]
+            out["drift_label_p_value"] = self.label_drift["p_value"]
+        if self.live_accuracy is not None and self.live_accuracy["rows"]:
+            out["drift_live_accuracy"] = self.live_accuracy["accuracy"]
+            out["drift_feedback_rows"] = float(self.live_accuracy["rows"])
+        return out
+
     def to_dict(self, top: int = 20) -> dict[str, Any]:
-        """A JSON-ready summary (the report's `drift.json`): decision, reasons, figures, top columns."""
+        """A JSON-ready summary (the report's `drift.json`): decision, reasons, figures, top columns.
+
+        Plain Python types only (NaN becomes None), so `json.dumps` takes it as it is.
+        """
+        live = self.live_accuracy
+        if live is not None and not math.isfinite(live["accuracy"]):
+            live = {**live, "accuracy": None}
         return {
             "retrain": self.retrain,
             "reasons": list(self.reasons),
@@ -108,8 +132,8 @@ class DriftSummary:
             "drifted_share": self.drifted_share,
             "thresholds": asdict(self.thresholds),
             "label_drift": self.label_drift,
-            "live_accuracy": self.live_accuracy,
-            "top_columns": self.top_columns(top).to_dict(orient="records"),
+            "live_accuracy": live,
+            "top_columns": json.loads(self.top_columns(top).to_json(orient="records")),
             "notes": list(self.notes),
         }
 
@@ -249,6 +273,8 @@ def detect_drift(
             "p_adjusted": p_adjusted,
             "psi": psi,
             "drifted": drifted,
+            "reference_mean": reference.mean,
+            "current_mean": values.mean(axis=0),
         }
     )
     share = float(drifted.mean())
@@ -312,3 +338,27 @@ def detect_drift(
         live_accuracy=live,
         notes=notes,
     )
+
+
+def drift_share_over_time(
+    reference: Reference,
+    current: pd.DataFrame,
+    periods: Sequence,
+    *,
+    thresholds: DriftThresholds | None = None,
+    min_rows: int = 30,
+) -> list[tuple[str, float]]:
+    """Share of drifted feature columns in each period of a window, oldest first.
+
+    `periods` names each row's period (e.g. the day of its request); periods with fewer than
+    `min_rows` rows are left out (too few rows to test). The result feeds the report's
+    share-over-time figure (`write_drift_report(..., history=...)`).
+    """
+    if len(periods) != len(current):
+        raise DataValidationError(f"{len(periods)} period names for a window of {len(current)} rows")
+    keys = pd.Series(np.asarray(periods), index=current.index)
+    shares = []
+    for name, rows in current.groupby(keys, sort=True):
+        if len(rows) >= min_rows:
+            shares.append((str(name), detect_drift(reference, rows, thresholds=thresholds).drifted_share))
+    return shares

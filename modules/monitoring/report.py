@@ -185,10 +185,18 @@ def write_drift_report(
         page.raw_html(
             html_table(
                 [
-                    (r["column"], r["psi"], r["ks_statistic"], r["p_adjusted"], r["drifted"])
+                    (
+                        r["column"],
+                        r["psi"],
+                        r["ks_statistic"],
+                        r["p_adjusted"],
+                        r["drifted"],
+                        r["reference_mean"],
+                        r["current_mean"],
+                    )
                     for r in data["top_columns"]
                 ],
-                ["column", "PSI", "KS statistic", "corrected p", "drifted"],
+                ["column", "PSI", "KS statistic", "corrected p", "drifted", "reference mean", "window mean"],
                 caption=f"The {len(data['top_columns'])} most drifted columns",
             )
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from modules.monitoring import (
     benjamini_hochberg,
     build_reference,
     detect_drift,
+    drift_share_over_time,
     population_stability_index,
 )
 from modules.monitoring.reference import bin_counts
@@ -218,3 +221,27 @@ def test_thresholds_come_from_the_settings() -> None:
     assert thresholds.alpha == 0.05
     assert thresholds.share_threshold == 0.3
     assert DriftThresholds.from_settings(load_settings(env={})) == DriftThresholds()
+
+
+def test_summary_is_plain_json_and_names_its_metrics(gaussian_reference: Reference) -> None:
+    window, predicted, feedback = feedback_case(correct=70)
+    summary = detect_drift(gaussian_reference, window, predicted_labels=predicted, feedback=feedback)
+    data = json.loads(json.dumps(summary.to_dict(top=5), allow_nan=False))
+    assert data["retrain"] is True
+    assert len(data["top_columns"]) == 5
+    assert set(data["top_columns"][0]) >= {"column", "psi", "ks_statistic", "p_adjusted", "drifted"}
+    metrics = summary.metrics()
+    assert metrics["drift_retrain"] == 1.0
+    assert metrics["drift_live_accuracy"] == pytest.approx(0.7)
+    assert set(metrics) >= {"drift_drifted_share", "drift_label_psi", "drift_feedback_rows"}
+
+
+def test_drift_share_over_time_follows_a_shift_that_starts_midway(gaussian_reference: Reference) -> None:
+    before = gaussian_frame(200, 60, seed=18)
+    after = gaussian_frame(200, 60, seed=19, shift=np.where(np.arange(60) < 30, 1.0, 0.0))
+    window = pd.concat([before, after, gaussian_frame(10, 60, seed=20)], ignore_index=True)
+    periods = ["2026-11-01"] * 200 + ["2026-11-02"] * 200 + ["2026-11-03"] * 10
+    shares = drift_share_over_time(gaussian_reference, window, periods)
+    assert [name for name, _ in shares] == ["2026-11-01", "2026-11-02"]  # 10 rows: too few
+    assert shares[0][1] == 0.0
+    assert shares[1][1] == pytest.approx(0.5)
