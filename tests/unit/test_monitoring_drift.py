@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from modules.errors import DataValidationError
+from modules.errors import ConfigurationError, DataValidationError
 from modules.monitoring import (
     DriftThresholds,
     Reference,
@@ -245,3 +245,17 @@ def test_drift_share_over_time_follows_a_shift_that_starts_midway(gaussian_refer
     assert [name for name, _ in shares] == ["2026-11-01", "2026-11-02"]  # 10 rows: too few
     assert shares[0][1] == 0.0
     assert shares[1][1] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DRIFT_ALPHA", "0"),
+        ("DRIFT_ALPHA", "1.5"),
+        ("DRIFT_SHARE_THRESHOLD", "many"),
+        ("DRIFT_PSI_FLOOR", "-1"),
+    ],
+)
+def test_unusable_thresholds_are_one_line_errors(name: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings(env={name: value})
