@@ -21,7 +21,7 @@ LABEL_COLUMN ?=
 REPORTS_ENV = $(if $(REPORTS),REPORTS_DIR="$(REPORTS)")
 LABEL_ARG = $(if $(LABEL_COLUMN),--label-column "$(LABEL_COLUMN)")
 # The reports folder as the settings resolve it (for recipes that name files in it).
-REPORTS_RESOLVED = $$($(REPORTS_ENV) $(PY) -m modules.settings get reports_dir)
+REPORTS_RESOLVED = $$($(REPORTS_ENV) $(PY) -m modules settings get reports_dir)
 RUN_ID ?= latest
 MODEL ?= svm
 TOP_N ?= 30
@@ -79,10 +79,10 @@ lock: install-dev ## Rewrite the requirements*.lock files (every pin, with hashe
 	$(UV_COMPILE) requirements-checkov.txt -o requirements-checkov.lock
 
 data: install ## Download the Kaggle dataset into data/, or build the offline sample (FORCE=1 overwrites)
-	$(PY) -m modules.data fetch $(if $(DATA),--out "$(DATA)") $(if $(FORCE),--force)
+	$(PY) -m modules data fetch $(if $(DATA),--out "$(DATA)") $(if $(FORCE),--force)
 
 sample: install ## Build the simulated-EEG sample dataset offline (FORCE=1 overwrites)
-	$(PY) -m modules.sample_data $(if $(DATA),--out "$(DATA)") $(if $(FORCE),--force)
+	$(PY) -m modules sample $(if $(DATA),--out "$(DATA)") $(if $(FORCE),--force)
 
 eda: install ## Write EDA and correlation reports (JSON, PNG, HTML) into reports/
 	$(REPORTS_ENV) $(PY) -m analysis.eda $(if $(DATA),"$(DATA)") $(LABEL_ARG)
@@ -107,22 +107,22 @@ cards: install ## Save the latest runs' Metaflow cards as HTML in reports/ (tuni
 	$(PY) metaflows_flow/ml_pipeline_flow.py card get report "$$dir/training_card.html"
 
 predict: install ## Score DATA with the champion of MODEL=svm|dnn trained on DATA (or TRAINED_ON=...; MODEL_URI=... for any model)
-	$(REPORTS_ENV) $(PY) -m modules.prediction $(if $(DATA),"$(DATA)") $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))"))
+	$(REPORTS_ENV) $(PY) -m modules predict $(if $(DATA),"$(DATA)") $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))"))
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
-	$(PY) -m modules.tracking_server ui
+	$(PY) -m modules server ui
 
 mlflow_server: install ## Start the MLflow tracking server (PostgreSQL + GCS when configured)
-	$(PY) -m modules.tracking_server start
+	$(PY) -m modules server start
 
 stop: ## Stop the MLflow tracking server started by `make mlflow_server`
-	@if [ -x $(PY) ]; then $(PY) -m modules.tracking_server stop; else echo "Nothing to stop: no .venv"; fi
+	@if [ -x $(PY) ]; then $(PY) -m modules server stop; else echo "Nothing to stop: no .venv"; fi
 
 db_init: install ## Create the MLflow database and user in PostgreSQL (POSTGRES_* and POSTGRES_ADMIN_*)
-	$(PY) -m modules.tracking_server db-init
+	$(PY) -m modules server db-init
 
 db_upgrade: install ## Apply MLflow's schema migrations to the PostgreSQL database
-	$(PY) -m modules.tracking_server db-upgrade
+	$(PY) -m modules server db-upgrade
 
 test-services: ## Install what the integration tests start: the PostgreSQL server (apt) when initdb is missing
 	@bash infra/postgres/install_server.sh

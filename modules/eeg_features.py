@@ -61,7 +61,7 @@ refused with one line naming its duration and that minimum.
 Command line (a muse-lsl / BlueMuse CSV with `timestamps`, TP9, AF7, AF8, TP10, Right AUX, or a
 Mind Monitor CSV with `TimeStamp`, RAW_TP9, RAW_AF7, RAW_AF8, RAW_TP10, AUX_RIGHT):
 
-    python -m modules.eeg_features RECORDING.csv --label POSITIVE --out rows.csv [--sampling-rate 256]
+    python -m modules extract RECORDING.csv --label POSITIVE --out rows.csv [--sampling-rate 256]
 
 writes the rows with the published header (`# mean_0_a,...,label`, three significant figures).
 A 4-signal export without a right AUX signal is refused unless `--zero-aux` fills it with zeros.
@@ -453,7 +453,7 @@ def check_label(label: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command line: one Muse CSV export -> published feature rows."""
     parser = argparse.ArgumentParser(
-        prog="python -m modules.eeg_features",
+        prog="python -m modules extract",
         description=(
             "Compute the published EEG emotion features (Bird et al.) from one Muse CSV export: "
             f"muse-lsl / BlueMuse ({TIMESTAMP_COLUMN}, {', '.join(SIGNALS)}) or Mind Monitor "

@@ -16,7 +16,7 @@ credentialed training job; `make predict` loads it on a person's machine). So:
   `TRUSTED_SKOPS_TYPES` (this file, reviewed code), never a list stored with the model.
 
 A version registered before digests existed has no tag and is refused. After checking its
-files, an operator may record their digest: `python -m modules.model_integrity stamp NAME VERSION`.
+files, an operator may record their digest: `python -m modules integrity stamp NAME VERSION`.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def _missing_tag(model: ModelFiles) -> ModelIntegrityError:
     return ModelIntegrityError(
         f"{model.label} has no {DIGEST_TAG} tag (registered before digests were recorded); refusing to "
         f"load: retrain it (`make train`), or after checking its files record their digest with "
-        f"`python -m modules.model_integrity stamp {model.name} {model.version}`"
+        f"`python -m modules integrity stamp {model.name} {model.version}`"
     )
 
 
@@ -314,12 +314,13 @@ def stamp(name: str, version: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m modules.model_integrity verify|stamp ...`."""
-    from modules import tracking
+    """`python -m modules integrity verify|stamp ...`."""
+    import mlflow
+
     from modules.settings import load_settings
 
     parser = argparse.ArgumentParser(
-        prog="python -m modules.model_integrity",
+        prog="python -m modules integrity",
         description="Check a registered model's files against the digest in the registry, or record the "
         "digest of a version registered before digests existed.",
     )
@@ -332,7 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp_parser.add_argument("name", help="registered model name")
     stamp_parser.add_argument("version", help="version number")
     args = parser.parse_args(argv)
-    tracking.connect(load_settings())
+    # The registry only (not modules.tracking, which imports this module to check every load).
+    uri = load_settings().mlflow_tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     if args.command == "verify":
         with tempfile.TemporaryDirectory(prefix="verified-model-") as tmp:
             download_verified(args.model, tmp)

@@ -19,7 +19,7 @@ from modules.data import Dataset, encode_labels, load_dataset, read_metadata
 from modules.evaluation import CrossValidation, HeldOutReport, LeakGap, held_out_report
 from modules.feature_transformation import build_preprocessor, describe_preprocessor
 from modules.prediction import evaluate
-from modules.splitting import CALIBRATION_FOLDS, Split, cv_folds, make_split
+from modules.splitting import CALIBRATION_FOLDS, Split, cv_folds, groups_from_metadata, make_split
 from modules.tune_dnn import cross_validate_dnn, tune_dnn
 from modules.tune_dnn import train_dnn as fit_dnn
 from modules.tune_svm import SvmTuningResult, fit_svm_model, tune_svm
@@ -110,12 +110,17 @@ def prepare_data(
 ) -> PreparedData:
     """Load and validate the CSV (hashed once, here), then split it once (train / held-out test)."""
     dataset = load_dataset(data_path, label_column, missing=missing, min_class_rows=cv_folds_count)
+    # True recordings (and subjects) from the metadata when it describes these very rows;
+    # otherwise the recordings are rebuilt by chaining rows.
+    known = groups_from_metadata(dataset.path, len(dataset.labels), dataset.digest)
     split = make_split(
         dataset.features,
         dataset.labels,
         protocol=protocol,
         test_size=test_size,
         seed=seed,
+        recordings=known.recordings if known else None,
+        subjects=known.subjects if known else None,
         n_splits=cv_folds_count,
     )
     return PreparedData(dataset=dataset, split=split)
@@ -227,7 +232,8 @@ def leak_gap(
         return None
     X, y = data.X_train, data.y_train
     n_parts = max(2, round(1 / data.split.test_size))
-    if data.split.protocol == "grouped":
+    held_out_by_group = data.split.protocol in ("grouped", "subject")
+    if held_out_by_group:
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=1 / n_parts, random_state=seed)
         train, test = next(splitter.split(np.zeros(len(y)), y))
     else:
@@ -239,7 +245,7 @@ def leak_gap(
         train, test = next(splitter.split(np.zeros(len(y)), y, groups))
     predicted = fit_predict(X.iloc[train], y.iloc[train], X.iloc[test])
     other = float(np.mean(np.asarray(predicted).astype(str) == y.iloc[test].to_numpy().astype(str)))
-    if data.split.protocol == "grouped":
+    if held_out_by_group:
         grouped, random, how = held_out_accuracy, other, "random-row split of the training part"
     else:
         grouped, random, how = other, held_out_accuracy, "grouped split of the training part"

@@ -315,7 +315,7 @@ def _why_no_alias(model_uri: str, masked_uri: str, promotion_report: Path) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m modules.prediction DATA`: score a CSV with a registered model (the champion by default)."""
+    """`python -m modules predict DATA`: score a CSV with a registered model (the champion by default)."""
     import argparse
 
     from modules import tracking
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     parser = argparse.ArgumentParser(
-        prog="python -m modules.prediction",
+        prog="python -m modules predict",
         description="Score every row of a feature CSV with a registered MLflow model; writes predicted labels. "
         "By default the champion of the SVM trained on DATA_PATH (e.g. models:/eeg-emotion-svm@champion).",
     )

@@ -6,7 +6,7 @@ differs from the pinned one, and a manifest with no digest. After downloading th
 dataset, pin it and commit the manifest:
 
     make data
-    python -m modules.provenance pin data/emotions.csv
+    python -m modules provenance pin data/emotions.csv
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _shown(path: Path) -> str:
 
 
 def _pin_command(data_path: Path) -> str:
-    return f"`make data` then `python -m modules.provenance pin {_shown(data_path)}`, and commit the manifest"
+    return f"`make data` then `python -m modules provenance pin {_shown(data_path)}`, and commit the manifest"
 
 
 def read_manifest(manifest: Path = DATA_MANIFEST) -> dict[str, Any]:
@@ -161,7 +161,7 @@ def pin_dataset(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m modules.provenance",
+        prog="python -m modules provenance",
         description="Pin the dataset production trains on (its sha256 in data/manifest.json), "
         "or check a dataset as the pipeline would before training.",
     )
@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m modules.provenance`."""
+    """Entry point of `python -m modules provenance`."""
     args = _parser().parse_args(argv)
     from modules.settings import get_settings
 

@@ -1,7 +1,7 @@
 """A folder of Muse recordings -> one dataset in the published format, with the metadata of every row.
 
-    python -m modules.recording_dataset DIR --labels labels.csv --out data/mine.csv
-    python -m modules.recording_dataset DIR --out data/mine.csv      # labels from the folders
+    python -m modules features DIR --labels labels.csv --out data/mine.csv
+    python -m modules features DIR --out data/mine.csv      # labels from the folders
 
 Where the labels come from:
 
@@ -418,7 +418,7 @@ def build_dataset(
 def main(argv: list[str] | None = None) -> int:
     """Command line: a folder of Muse recordings -> one dataset CSV and its metadata."""
     parser = argparse.ArgumentParser(
-        prog="python -m modules.recording_dataset",
+        prog="python -m modules features",
         description=(
             "Build one dataset in the published format (Bird et al. features, published header) from a "
             "folder of Muse recordings (muse-lsl / BlueMuse or Mind Monitor CSVs), with a metadata file "

@@ -52,7 +52,7 @@ vector, written with the same format), so recordings can be rebuilt by chaining 
 the real file. The metadata file beside the CSV (`metadata_path`) records the recording of
 every row so that tests and analyses can check that.
 
-Command line: `python -m modules.sample_data --out data/emotions.csv [--seed 42] [--force]`.
+Command line: `python -m modules sample --out data/emotions.csv [--seed 42] [--force]`.
 """
 
 from __future__ import annotations
@@ -463,7 +463,7 @@ def build_sample(
 def main(argv: list[str] | None = None) -> int:
     """Command line: build the simulated sample dataset."""
     parser = argparse.ArgumentParser(
-        prog="python -m modules.sample_data",
+        prog="python -m modules sample",
         description=(
             "Build the offline sample of the EEG emotions dataset: simulated Muse recordings "
             "(2 subjects x 3 states x 3 recordings x 60 s) turned into the 2548 published "

@@ -291,11 +291,11 @@ def get_settings() -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m modules.settings get NAME`: print one resolved setting (the Makefile's source)."""
+    """`python -m modules settings get NAME`: print one resolved setting (the Makefile's source)."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m modules.settings",
+        prog="python -m modules settings",
         description="Print a setting as resolved from the environment, then .env, then the defaults.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -16,7 +16,7 @@ The split is made once (`make_split`), stored (`Split.to_dict`), and reused; the
 cross-validation folds are derived from it deterministically (`cv_folds`).
 
 Command line:
-    python -m modules.splitting data/emotions.csv [--protocol subject]
+    python -m modules split data/emotions.csv [--protocol subject]
 """
 
 from __future__ import annotations
@@ -420,7 +420,7 @@ def make_split(
         if subjects is None:
             raise ConfigurationError(
                 f"split protocol 'subject' needs the subject of every row, and none is known for these "
-                f"{len(y)} rows: build the dataset with `python -m modules.recording_dataset` (a labels.csv "
+                f"{len(y)} rows: build the dataset with `python -m modules features` (a labels.csv "
                 "`subject` column or DIR/SUBJECT/LABEL/ folders), whose metadata records them"
             )
         subject_of_row = np.asarray(subjects).astype(str)
@@ -659,7 +659,7 @@ def cv_folds(
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m modules.splitting",
+        prog="python -m modules split",
         description="Find the recordings of a dataset (named in its metadata, or rebuilt as chains of rows "
         "whose _b half equals another row's _a half) and show the held-out split the pipeline would make.",
     )
@@ -678,7 +678,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m modules.splitting`."""
+    """Entry point of `python -m modules split`."""
     args = _parser().parse_args(argv)
     from modules.data import load_dataset
     from modules.settings import get_settings

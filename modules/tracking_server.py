@@ -1226,7 +1226,7 @@ def _ui(settings: Settings, host: str | None, port: int | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line of `make mlflow_server`, `make stop`, `make mlflow_ui`, `make db_init`, `make db_upgrade`."""
     parser = argparse.ArgumentParser(
-        prog="python -m modules.tracking_server",
+        prog="python -m modules server",
         description=(
             "Run the MLflow tracking server of this project: PostgreSQL backend when POSTGRES_* are "
             "set (SQLite under mlruns/ otherwise), artifacts proxied to MLFLOW_ARTIFACT_ROOT, "

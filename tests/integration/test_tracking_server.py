@@ -259,9 +259,9 @@ def test_basic_auth_rejects_strangers_and_read_only_users(
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m modules.tracking_server ...`, as `make mlflow_server` / `make stop` call it."""
+    """`python -m modules server ...`, as `make mlflow_server` / `make stop` call it."""
     return subprocess.run(
-        [sys.executable, "-m", "modules.tracking_server", *args],
+        [sys.executable, "-m", "modules", "server", *args],
         env={**os.environ, **env},
         cwd=PROJECT_ROOT,
         capture_output=True,
@@ -493,7 +493,7 @@ def test_the_server_runs_with_its_own_environment_and_private_files(tmp_path: Pa
 
 
 def test_make_mlflow_ui_keeps_the_store_off_the_command_line(tmp_path: Path) -> None:
-    """`python -m modules.tracking_server ui` becomes `mlflow ui`; the store URI is in its environment."""
+    """`python -m modules server ui` becomes `mlflow ui`; the store URI is in its environment."""
     store = tmp_path / "ui" / "mlflow.db"
     port = free_port()
     env = {
@@ -504,7 +504,7 @@ def test_make_mlflow_ui_keeps_the_store_off_the_command_line(tmp_path: Path) -> 
         "GITHUB_TOKEN": "ghp_caller_token_0123",
     }
     ui = subprocess.Popen(
-        [sys.executable, "-m", "modules.tracking_server", "ui"],
+        [sys.executable, "-m", "modules", "server", "ui"],
         env=env,
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,

@@ -20,18 +20,17 @@ import pytest
 from sklearn.datasets import load_wine
 
 from modules import data as data_module
+from modules import dataset_fetch
 from modules.data import (
     WIDE_DATASET_COLUMNS,
     CsvFormat,
     Dataset,
     dataset_schema_summary,
     detect_csv_format,
-    fetch_dataset,
-    kaggle_credentials,
     load_dataset,
-    main,
     read_raw_csv,
 )
+from modules.dataset_fetch import fetch_dataset, kaggle_credentials, main
 from modules.errors import ConfigurationError, DataValidationError, run_cli
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -313,7 +312,7 @@ def test_a_class_with_one_row_more_passes(tmp_path: Path, capsys: pytest.Capture
 def _run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "modules.data", *args],
+        [sys.executable, "-m", "modules", "data", *args],
         cwd=PROJECT_ROOT,
         env=environment,
         capture_output=True,
@@ -586,7 +585,7 @@ def sample_builder(monkeypatch: pytest.MonkeyPatch) -> str:
         (out.with_suffix(".metadata.json")).write_text(json.dumps({"source": "sample"}))
         return "Offline sample: stand-in."
 
-    monkeypatch.setattr(data_module, "_build_offline_sample", build)
+    monkeypatch.setattr(dataset_fetch, "_build_offline_sample", build)
     return "stand-in"
 
 
@@ -672,7 +671,8 @@ def test_fetch_with_credentials_but_no_network_reports_one_line(tmp_path: Path) 
 
 
 def test_kaggle_source_comes_from_the_data_manifest(tmp_path):
-    from modules.data import KAGGLE_DATASET, KAGGLE_FILE, kaggle_source
+    from modules.data import KAGGLE_DATASET, KAGGLE_FILE
+    from modules.dataset_fetch import kaggle_source
 
     manifest = tmp_path / "manifest.json"
     assert kaggle_source(manifest) == (KAGGLE_DATASET, KAGGLE_FILE)
@@ -684,6 +684,7 @@ def test_kaggle_source_comes_from_the_data_manifest(tmp_path):
 
 
 def test_the_shipped_manifest_names_the_eeg_dataset():
-    from modules.data import DATA_MANIFEST, KAGGLE_DATASET, KAGGLE_FILE, kaggle_source
+    from modules.data import DATA_MANIFEST, KAGGLE_DATASET, KAGGLE_FILE
+    from modules.dataset_fetch import kaggle_source
 
     assert kaggle_source(DATA_MANIFEST) == (KAGGLE_DATASET, KAGGLE_FILE)

@@ -375,7 +375,7 @@ def test_cli_bad_inputs_give_one_line_errors(
 @pytest.mark.slow
 def test_cli_runs_as_a_module(tmp_path: Path) -> None:
     recording = write_muse_csv(tmp_path / "four.csv", 3.0, ef.SIGNALS[:4])
-    command = [sys.executable, "-m", "modules.eeg_features", str(recording), "--label", "POSITIVE"]
+    command = [sys.executable, "-m", "modules", "extract", str(recording), "--label", "POSITIVE"]
     result = subprocess.run(
         [*command, "--out", str(tmp_path / "rows.csv")],
         cwd=PROJECT_ROOT,

@@ -237,7 +237,7 @@ def test_make_predict_refuses_a_tampered_champion_with_one_line_and_exit_2(store
     csv = tmp_path / "rows.csv"
     X.to_csv(csv, index=False)
     env = {**os.environ, **store, "REPORTS_DIR": str(tmp_path / "reports"), "PYTHONPATH": str(PROJECT_ROOT)}
-    command = [sys.executable, "-m", "modules.prediction", str(csv), "--data-path", "emotions.csv"]
+    command = [sys.executable, "-m", "modules", "predict", str(csv), "--data-path", "emotions.csv"]
     good = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stderr
     assert "Scored 60 rows" in good.stdout
@@ -265,7 +265,7 @@ def test_a_version_without_a_digest_is_refused_until_stamped(
     assert str(caught.value) == (
         f"model legacy v{old} has no model.sha256 tag (registered before digests were recorded); "
         "refusing to load: retrain it (`make train`), or after checking its files record their digest "
-        f"with `python -m modules.model_integrity stamp legacy {old}`"
+        f"with `python -m modules integrity stamp legacy {old}`"
     )
     for key, value in store.items():  # the command line reads its settings from the environment
         monkeypatch.setenv(key, value)

@@ -59,7 +59,7 @@ def test_production_refuses_the_sample(tmp_path: Path, dataset: Path):
         )
     message = str(error.value)
     assert "emotions.csv is the synthetic sample" in message
-    assert "python -m modules.provenance pin" in message
+    assert "python -m modules provenance pin" in message
     assert "\n" not in message
     assert error.value.exit_code == 2
 
