@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,11 +227,13 @@ def score_batch(
     out_path: str | Path,
     *,
     label_column: str = "label",
+    on_scored: Callable[[pd.DataFrame, Prediction, float], None] | None = None,
 ) -> dict[str, Any]:
     """Score every row of a feature CSV and write `predicted_label` (+ `proba_<class>`) to out_path.
 
     The label column, when present, is copied to the output and used to report accuracy.
     Columns are matched by name when the model knows its input names (`feature_names_in_`).
+    `on_scored(rows, prediction, latency_ms)` is called once the rows are scored (the prediction log).
     Returns a summary: rows, output path, accuracy (or None without labels).
     """
     csv_path = Path(csv_path)
@@ -257,11 +260,14 @@ def score_batch(
 
     # Registered models declare double columns; integers written by a CSV tool are still features.
     frame = frame.astype("float64")
+    started = time.perf_counter()
     try:
         result = predict(model, frame)
     except Exception as exc:  # MLflow's schema errors list every column: keep the gist
         gist = str(exc).split("Error:")[-1].strip().splitlines()[0][:300]
         raise DataValidationError(f"{csv_path}: the model refused these rows: {gist}") from None
+    if on_scored is not None:
+        on_scored(frame, result, (time.perf_counter() - started) * 1000.0)
     output = pd.DataFrame({"predicted_label": result.labels})
     if truth is not None:
         output.insert(0, label_column, truth.to_numpy())
@@ -320,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from modules import tracking
     from modules.errors import TrackingError
-    from modules.model_integrity import ModelIntegrityError
+    from modules.model_integrity import ModelIntegrityError, resolve_model
+    from modules.serving.prediction_log import PredictionRecord, new_request_id, open_prediction_log
     from modules.settings import get_settings
 
     settings = get_settings()
@@ -379,7 +386,35 @@ def main(argv: list[str] | None = None) -> int:
         raise TrackingError(
             reason or f"cannot load {model_uri} from {masked} ({type(exc).__name__}); run `make train` first"
         ) from None
-    summary = score_batch(model, args.data, args.out, label_column=args.label_column)
+    log = open_prediction_log(settings.prediction_log_path, sample_rows=settings.prediction_log_sample_rows)
+    try:
+        pinned = resolve_model(model_uri)  # the version the alias named when it was loaded
+        model_name, model_version = pinned.name or model_uri, pinned.version
+    except Exception:  # the log names the URI then; the prediction does not depend on it
+        model_name, model_version = model_uri, None
+
+    def log_batch(rows: pd.DataFrame, result: Prediction, latency_ms: float) -> None:
+        probabilities = None if result.probabilities is None else np.asarray(result.probabilities)
+        log.append(
+            PredictionRecord(
+                source="batch",
+                request_id=new_request_id(),
+                model_name=model_name,
+                model_version=model_version,
+                inputs=rows,
+                labels=result.labels,
+                probabilities=probabilities,
+                classes=result.classes,
+                latency_ms=latency_ms,
+            )
+        )
+
+    try:
+        summary = score_batch(model, args.data, args.out, label_column=args.label_column, on_scored=log_batch)
+    finally:
+        stats = log.close()
+    if stats.failed or stats.dropped:  # reported, never fatal: the predictions are written
+        print(f"warning: prediction log {settings.prediction_log_path}: not written ({stats.last_error})")
     accuracy = "" if summary["accuracy"] is None else f", accuracy {summary['accuracy']:.4f}"
     print(f"Scored {summary['rows']} rows of {args.data} with {model_uri}{accuracy}: {summary['out_path']}")
     return 0

@@ -183,6 +183,14 @@ class Settings:
     # MLFLOW_EXPERIMENT_NAME / MODEL_NAME_PREFIX when set: they win over the dataset's names.
     experiment_name_override: str | None = None
     model_name_prefix_override: str | None = None
+    # Online serving (`make serve`): loopback address, request size limit, alias poll interval.
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8080
+    serve_max_body_bytes: int = 16 * 1024 * 1024
+    serve_poll_s: int = 30
+    # Prediction log of served requests and `make predict` batches (SQLite), rows kept per batch.
+    prediction_log_path: Path | None = None
+    prediction_log_sample_rows: int = 100
     # Tracking calls during an outage: retries per request, backoff factor, seconds per attempt.
     tracking_max_retries: int = 3
     tracking_backoff_factor: int = 1
@@ -274,6 +282,14 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
         allow_schema_change=env_bool(env, "ALLOW_SCHEMA_CHANGE", False),
         experiment_name_override=env.get("MLFLOW_EXPERIMENT_NAME") or None,
         model_name_prefix_override=env.get("MODEL_NAME_PREFIX") or None,
+        serve_host=env.get("SERVE_HOST") or "127.0.0.1",
+        serve_port=env_int(env, "SERVE_PORT", 8080, minimum=1),
+        serve_max_body_bytes=env_int(env, "SERVE_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024),
+        serve_poll_s=env_int(env, "SERVE_POLL_S", 30, minimum=1),
+        prediction_log_path=_as_path(
+            env, "PREDICTION_LOG_PATH", root / "predictions" / "predictions.db", root
+        ),
+        prediction_log_sample_rows=env_int(env, "PREDICTION_LOG_SAMPLE_ROWS", 100, minimum=1),
         tracking_max_retries=_at_most(
             env, "TRACKING_MAX_RETRIES", env_int(env, "TRACKING_MAX_RETRIES", 3), 10
         ),

@@ -1,0 +1,6 @@
+"""`python -m modules.serving`: see `modules.serving.app.main`."""
+
+from modules.errors import run_cli
+from modules.serving.app import main
+
+run_cli(main)
