@@ -33,7 +33,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 CHECKOV_VENV := $(VENV)/tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: help venv install install-dev lock data sample eda tune train run cards predict serve mlflow_ui mlflow_server stop \
+.PHONY: help venv install install-dev lock data sample eda tune train run cards predict serve monitor mlflow_ui mlflow_server stop \
 	db_init db_upgrade test test-services test-unit lint format bench clean
 
 help: ## List every target with a one-line description
@@ -111,6 +111,10 @@ predict: install ## Score DATA with the champion of MODEL=svm|dnn trained on DAT
 
 serve: install ## Serve the champion over HTTP on 127.0.0.1 (MODEL=svm|dnn; PORT=... else SERVE_PORT, 8080)
 	$(PY) -m modules.serving --family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))") $(if $(PORT),--port $(PORT))
+
+monitor: install ## Check the champion for drift: DATA=batch.csv, else the prediction log (FEEDBACK=labels.csv; FAIL_ON_DRIFT=1 exits 3)
+	$(REPORTS_ENV) $(PY) metaflows_flow/monitoring_flow.py run --family $(MODEL) $(if $(DATA),--data-path "$(DATA)") $(if $(TRAINED_ON),--trained-on "$(TRAINED_ON)") $(if $(FEEDBACK),--feedback "$(FEEDBACK)")
+	@$(REPORTS_ENV) $(PY) -m modules drift $(if $(FAIL_ON_DRIFT),--fail-on-drift)
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
 	$(PY) -m modules server ui

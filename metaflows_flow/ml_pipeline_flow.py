@@ -140,7 +140,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
                 cv=self._cv(data, "svm"),
             )
             model_uri = tracking.log_sklearn_model(trained.model, data.X_test.head(5))
-            self.svm = self._record(trained, run.info.run_id, model_uri)
+            self.svm = self._record(trained, data, run.info.run_id, model_uri)
         self.next(self.join)
 
     @tracked
@@ -164,7 +164,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             model_uri = tracking.log_dnn_model(
                 trained.preprocessor, trained.model, data.classes, data.X_test.head(5)
             )
-            self.dnn = self._record(trained, run.info.run_id, model_uri)
+            self.dnn = self._record(trained, data, run.info.run_id, model_uri)
         self.next(self.join)
 
     @retry(times=1, minutes_between_retries=1)
@@ -319,10 +319,16 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
                 f"{self.tuning_pathspec}; training uses the tuning run's value"
             )
 
-    def _record(self, trained, child_run_id, model_uri) -> dict:
-        """Log the held-out figures to the step's run; return what the join and the report need."""
+    def _record(self, trained, data, child_run_id, model_uri) -> dict:
+        """Log the held-out figures and the drift reference to the step's run; return what later steps need."""
         from modules import tracking
+        from modules.monitoring.check import log_training_reference
         from modules.prediction import classification_report_text
+
+        # MonitoringFlow compares what the model sees with these training rows, without the data.
+        log_training_reference(
+            data.X_train, data.y_train, test_accuracy=trained.evaluation.accuracy, seed=self.seed
+        )
 
         family = trained.family
         tracking.log_params({**self.best[family]["params"], **trained.preprocessing}, prefix=f"{family}.")

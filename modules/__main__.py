@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "modules.tracking_server",
         "The MLflow tracking server: start, stop, status, ui, db-init, db-upgrade.",
     ),
+    "drift": ("modules.monitoring.check", "Print the last drift check's decision (--fail-on-drift exits 3)."),
     "integrity": (
         "modules.model_integrity",
         "Verify a registered model's files against its digest, or stamp one.",

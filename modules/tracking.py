@@ -479,6 +479,32 @@ def log_image_bytes(png: bytes, artifact_file: str) -> None:
         path.write_bytes(png)
         mlflow.log_artifact(str(path), str(Path(artifact_file).parent) if "/" in artifact_file else None)
 
+def log_directory(folder: Path, artifact_path: str) -> None:
+    """Every file of a folder as artifacts of the active run, under `artifact_path`."""
+    mlflow.log_artifacts(str(folder), artifact_path)
+
+
+def download_run_directory(run_id: str, artifact_path: str, destination: Path) -> Path:
+    """A folder of a run's artifacts, downloaded into `destination`; one line when it is missing."""
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact_path, dst_path=str(destination)
+        )
+    except Exception as exc:
+        raise TrackingError(f"run {run_id} has no {artifact_path!r} artifacts ({_gist(exc)})") from None
+    return Path(local)
+
+
+def champion_version(model_name: str) -> Any:
+    """The registry's `champion` version of a model (name, version, run id, tags); one line when none."""
+    try:
+        return MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        raise TrackingError(
+            f"no champion for {model_name}: no version has passed the promotion gate yet; run `make train`"
+        ) from None
+
+
 
 def log_dataset(features: pd.DataFrame, labels: pd.Series, *, path: Path, digest: str, context: str) -> None:
     """Record the dataset as a run input (name, source, digest, schema).
