@@ -41,7 +41,7 @@ from modules.errors import ServiceUnavailableError, TrackingError
 from modules.promotion import Candidate, Champion, Schema, decide_promotion, needs_champion_score
 from modules.redaction import mask_password
 from modules.settings import PROJECT_ROOT, Settings
-from modules.tracking_server import check_tracking_server
+from modules.tracking_store import check_tracking_server, make_private_sqlite
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -102,7 +102,7 @@ def connect(settings: Settings, *, timeout_s: float = 5.0) -> str:
         except TrackingError as exc:
             raise ServiceUnavailableError(str(exc)) from None
     elif uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        make_private_sqlite(uri)  # runs, params and the registry: readable by their owner only
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return masked

@@ -45,6 +45,7 @@ from pathlib import Path
 from modules.errors import ConfigurationError, TrackingError, run_cli
 from modules.redaction import mask_password
 from modules.settings import PROJECT_ROOT, Settings, env_float, env_int, load_settings, read_environment
+from modules.tracking_store import make_private_sqlite
 
 INIT_SQL = PROJECT_ROOT / "infra" / "postgres" / "init.sql"
 PID_FILE_NAME = "mlflow-server.pid"
@@ -421,21 +422,6 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(tmp, path)
-
-
-def make_private_sqlite(uri: str) -> Path | None:
-    """Create the file of a `sqlite:///` store readable by its owner only (0600), or tighten it.
-
-    SQLite creates its journal files with the database file's mode, so they stay private too.
-    Returns the path, or None for a store that is not a SQLite file.
-    """
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = Path(uri.removeprefix("sqlite:///"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    path.chmod(0o600)
-    return path
 
 
 def _hide(text: str, secrets: Sequence[str]) -> str:
@@ -1029,32 +1015,6 @@ def _describe_foreign(pids: Sequence[int]) -> str:
         args = process_command(pid)
         names.append(f"pid {pid} ({Path(args[0]).name})" if args else f"pid {pid}")
     return ", ".join(names)
-
-
-def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
-    """Fail within `timeout` seconds when the MLflow server at `uri` does not answer GET /health.
-
-    Non-HTTP URIs (a local SQLite or file store) need no server and pass.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return
-    masked = mask_password(uri)
-    parts = urllib.parse.urlsplit(uri)
-    # Credentials in the URI are for the API, not for urllib's host parsing.
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    health = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
-    try:
-        with urllib.request.urlopen(health, timeout=timeout) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TrackingError(f"MLflow tracking server at {masked} is not reachable: {reason}") from None
-    if status != 200:
-        raise TrackingError(
-            f"MLflow tracking server at {masked} is not reachable: GET /health answered HTTP {status}"
-        )
 
 
 # --------------------------------------------------------------------------- database

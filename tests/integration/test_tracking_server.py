@@ -31,7 +31,6 @@ from modules.tracking_server import (
     ServerStartError,
     auth_config_path,
     auth_database_uri,
-    check_tracking_server,
     db_upgrade,
     is_process_alive,
     listening_pids,
@@ -43,6 +42,7 @@ from modules.tracking_server import (
     start_server,
     stop_server,
 )
+from modules.tracking_store import check_tracking_server
 from tests.integration.servers import (
     AUTH_ADMIN_PASSWORD,
     AUTH_ADMIN_USERNAME,

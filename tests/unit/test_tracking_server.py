@@ -27,7 +27,6 @@ from modules.tracking_server import (
     build_server_command,
     check_bind,
     check_database,
-    check_tracking_server,
     db_upgrade,
     find_server_processes,
     is_process_alive,
@@ -35,7 +34,6 @@ from modules.tracking_server import (
     load_server_options,
     log_file_path,
     main,
-    make_private_sqlite,
     pid_file_path,
     process_group_members,
     read_pid_file,
@@ -49,6 +47,7 @@ from modules.tracking_server import (
     write_auth_config,
     write_server_record,
 )
+from modules.tracking_store import check_tracking_server, make_private_sqlite
 
 INSTALL_SERVER_SCRIPT = PROJECT_ROOT / "infra" / "postgres" / "install_server.sh"
 PASSWORD = "s3cret'pw@:%/#"
