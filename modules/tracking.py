@@ -198,7 +198,14 @@ def ensure_experiment(settings: Settings) -> str:
             experiment_id = client.get_experiment_by_name(settings.experiment_name).experiment_id
     else:
         experiment_id = experiment.experiment_id
-    client.set_experiment_tag(experiment_id, *_EXPERIMENT_KIND_TAG)
+    key, value = _EXPERIMENT_KIND_TAG
+    if client.get_experiment(experiment_id).tags.get(key) != value:
+        try:
+            client.set_experiment_tag(experiment_id, key, value)
+        except mlflow.exceptions.MlflowException:
+            # Parallel runs may set it at the same moment (PostgreSQL refuses the second insert).
+            if client.get_experiment(experiment_id).tags.get(key) != value:
+                raise
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -752,6 +759,17 @@ def _lease_holder(client: MlflowClient, model_name: str) -> tuple[str | None, fl
         return None, 0.0
 
 
+def _claimed(client: MlflowClient, lease: PromotionLease) -> bool:
+    """Write our claim; False when a rival's claim landed at the same moment (PostgreSQL refuses one)."""
+    try:
+        lease.claim(client)
+    except mlflow.exceptions.MlflowException as exc:
+        if is_outage(exc):
+            raise
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def promotion_lease(model_name: str, owner: str, *, ttl_s: float, wait_s: float) -> Iterator[PromotionLease]:
     """Hold the promotion lease of `model_name` for the block; wait up to `wait_s` seconds for it.
@@ -766,8 +784,7 @@ def promotion_lease(model_name: str, owner: str, *, ttl_s: float, wait_s: float)
         read_at = time.monotonic()
         holder, expiry = _lease_holder(client, model_name)
         if holder is None or expiry < time.time():
-            lease.claim(client)
-            if time.monotonic() - read_at < CLAIM_WINDOW_S:
+            if _claimed(client, lease) and time.monotonic() - read_at < CLAIM_WINDOW_S:
                 time.sleep(CLAIM_WINDOW_S)
                 if _lease_holder(client, model_name)[0] == lease.owner:
                     break
