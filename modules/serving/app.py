@@ -102,6 +102,18 @@ def _fitted_columns(pyfunc: Any) -> list[str] | None:
     return None if names is None else [str(n) for n in names]
 
 
+def _predicts_most_probable(pipeline: Any) -> bool:
+    """True when the pipeline's `predict` is by definition the argmax of its `predict_proba`.
+
+    So for scikit-learn's CalibratedClassifierCV (our SVM); not for a bare `SVC(probability=True)`,
+    whose Platt-scaled probabilities can disagree with its decision function.
+    """
+    from sklearn.calibration import CalibratedClassifierCV
+
+    final = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+    return isinstance(final, CalibratedClassifierCV)
+
+
 def _scorers(pyfunc: Any) -> tuple[Callable | None, Callable | None, list[str] | None]:
     """(labels, probabilities, classes) of the project's pyfunc models, skipping MLflow's per-column checks.
 
@@ -119,9 +131,21 @@ def _scorers(pyfunc: Any) -> tuple[Callable | None, Callable | None, list[str] |
     if pipeline is not None and hasattr(pipeline, "predict"):
         proba = pipeline.predict_proba if hasattr(pipeline, "predict_proba") else None
         classes = getattr(pipeline, "classes_", None)
-        return pipeline.predict, proba, None if classes is None else [str(c) for c in classes]
+        classes = None if classes is None else [str(c) for c in classes]
+        if proba is not None and classes is not None and _predicts_most_probable(pipeline):
+            return None, proba, classes  # one pass through the pipeline instead of two
+        return pipeline.predict, proba, classes
     classes = getattr(raw, "_classes", None)
     if raw is not None and hasattr(raw, "predict_proba") and classes is not None:
+        network, preprocessor = getattr(raw, "_model", None), getattr(raw, "_preprocessor", None)
+        if hasattr(network, "predict_on_batch") and hasattr(preprocessor, "transform"):
+            # Keras' `predict` sets up a dataset pipeline per call (about 50 ms for one row);
+            # `predict_on_batch` gives the same probabilities in well under a millisecond.
+            def probabilities(rows: Any) -> np.ndarray:
+                features = np.asarray(preprocessor.transform(rows), dtype="float32")
+                return np.asarray(network.predict_on_batch(features))
+
+            return None, probabilities, [str(c) for c in classes]
         return None, raw.predict_proba, [str(c) for c in classes]
     return pyfunc.predict, None, None
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from mlflow.deployments import PredictionsResponse
 from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -175,6 +176,9 @@ def test_http_predictions_equal_in_process_predictions_in_every_body_format(regi
         assert answer["classes"] == list(pipeline.classes_)
         np.testing.assert_allclose(answer["probabilities"], pipeline.predict_proba(registry.rows), rtol=1e-9)
         assert response.headers["X-Model-Version"] == version
+        # MLflow's own client reads the answer (the extra keys do not disturb it).
+        parsed = PredictionsResponse.from_json(response.text).get_predictions()
+        assert parsed.iloc[:, 0].tolist() == answer["predictions"]
 
 
 def test_version_names_the_model_its_run_and_digest(registry, server):
