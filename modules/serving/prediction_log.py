@@ -318,19 +318,29 @@ def open_prediction_log(path: str | Path, *, sample_rows: int = 100) -> Predicti
     return PredictionLog(SQLitePredictionLogWriter(path), sample_rows=sample_rows)
 
 
-def read_prediction_log(path: str | Path) -> pd.DataFrame:
-    """Every row of a local prediction log, oldest first: `inputs` as frames of the kept rows.
+def read_prediction_log(path: str | Path, *, decoded: bool = False) -> pd.DataFrame:
+    """Every row of a local prediction log, oldest first.
 
-    JSON columns (`sampled_rows`, `labels`, `probabilities`, `classes`) are decoded to lists.
+    By default the lists are JSON text, and `inputs` is `{"columns": [...], "data": [[...]]}`
+    as JSON text (what `json.loads` readers such as the monitoring window expect). With
+    `decoded=True`, `inputs` is a DataFrame of the kept rows and `sampled_rows`, `labels`,
+    `probabilities` and `classes` are lists.
     """
     with contextlib.closing(sqlite3.connect(Path(path))) as connection:
         rows = pd.read_sql_query("SELECT * FROM predictions ORDER BY id", connection)
         names = dict(connection.execute("SELECT digest, columns FROM input_columns").fetchall())
     columns = {digest: json.loads(text) for digest, text in names.items()}
-    rows["inputs"] = [
+    frames = [
         pd.DataFrame(np.load(io.BytesIO(blob), allow_pickle=False), columns=columns[digest])
         for blob, digest in zip(rows["inputs"], rows["input_columns"], strict=True)
     ]
+    if not decoded:
+        rows["inputs"] = [
+            json.dumps({"columns": list(frame.columns), "data": frame.to_numpy().tolist()})
+            for frame in frames
+        ]
+        return rows
+    rows["inputs"] = frames
     for name in ("sampled_rows", "labels", "probabilities", "classes"):
         rows[name] = [None if value is None else json.loads(value) for value in rows[name]]
     return rows

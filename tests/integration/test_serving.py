@@ -258,7 +258,9 @@ def test_every_request_lands_in_the_prediction_log(registry, server):
     assert response.status_code == 200 and response.headers["X-Request-Id"] == "abc-123"
     deadline = time.monotonic() + 30
     while True:
-        log = read_prediction_log(server.log_path) if server.log_path.exists() else pd.DataFrame()
+        log = (
+            read_prediction_log(server.log_path, decoded=True) if server.log_path.exists() else pd.DataFrame()
+        )
         if len(log) and "abc-123" in set(log["request_id"]):
             break
         assert time.monotonic() < deadline, "the request was not logged"
@@ -340,7 +342,7 @@ def test_make_predict_appends_its_batch_to_the_prediction_log(registry, tmp_path
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    row = read_prediction_log(log_path).iloc[-1]
+    row = read_prediction_log(log_path, decoded=True).iloc[-1]
     written = pd.read_csv(tmp_path / "out.csv")
     assert (row["source"], row["model_name"], row["model_version"]) == ("batch", NAME, _champion(registry))
     assert row["n_rows"] == len(registry.rows) and len(row["sampled_rows"]) == 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -31,7 +32,7 @@ def test_records_are_written_to_sqlite_with_inputs_labels_and_probabilities(tmp_
     log.append(_record(1000, "large"))
     stats = log.close()
     assert (stats.appended, stats.written, stats.failed, stats.dropped) == (2, 2, 0, 0)
-    rows = read_prediction_log(tmp_path / "logs" / "p.db").set_index("request_id")
+    rows = read_prediction_log(tmp_path / "logs" / "p.db", decoded=True).set_index("request_id")
     small = rows.loc["small"]
     expected = pd.DataFrame([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]], columns=["x", "y"])
     pd.testing.assert_frame_equal(small["inputs"], expected)
@@ -93,3 +94,13 @@ def test_an_unwritable_path_fails_the_log_not_the_caller(tmp_path):
     log.append(_record(2))
     stats = log.close()
     assert stats.failed == 1 and stats.written == 0
+
+
+def test_by_default_the_inputs_read_back_as_json_columns_and_data(tmp_path):
+    log = open_prediction_log(tmp_path / "p.db")
+    log.append(_record(2))
+    log.close()
+    row = read_prediction_log(tmp_path / "p.db").iloc[0]
+    inputs = json.loads(row["inputs"])  # the shape modules.monitoring reads
+    assert inputs == {"columns": ["x", "y"], "data": [[0.0, 1.0], [2.0, 3.0]]}
+    assert json.loads(row["labels"]) == ["NEGATIVE", "POSITIVE"]
