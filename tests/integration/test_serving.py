@@ -350,3 +350,40 @@ def test_make_predict_appends_its_batch_to_the_prediction_log(registry, tmp_path
     pd.testing.assert_frame_equal(
         row["inputs"], registry.rows.iloc[row["sampled_rows"]].reset_index(drop=True)
     )
+
+
+def test_requests_during_an_alias_move_are_all_answered(registry, server):
+    import threading
+
+    client = MlflowClient()
+    before = _champion(registry)
+    after = next(v for v in registry.pipelines if v != before)
+    answered: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                response = session.post(
+                    f"{server.url}/invocations", json=_split(registry.rows.head(2)), timeout=30
+                )
+                answered.append((response.status_code, response.headers.get("X-Model-Version", "")))
+
+    workers = [threading.Thread(target=keep_asking) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        client.set_registered_model_alias(NAME, "champion", after)
+        assert requests.post(f"{server.url}/reload", timeout=60).json()["model_version"] == after
+        seen = len(answered)
+        deadline = time.monotonic() + 30
+        while len(answered) < seen + 10 and time.monotonic() < deadline:  # some answered by the new one
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+        client.set_registered_model_alias(NAME, "champion", before)
+        requests.post(f"{server.url}/reload", timeout=60)
+    assert answered and all(status == 200 for status, _ in answered)
+    assert {version for _, version in answered} == {before, after}
