@@ -110,7 +110,7 @@ predict: install ## Score DATA with the champion of MODEL=svm|dnn trained on DAT
 	$(REPORTS_ENV) $(PY) -m modules predict $(if $(DATA),"$(DATA)") $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))"))
 
 serve: install ## Serve the champion over HTTP on 127.0.0.1 (MODEL=svm|dnn; PORT=... else SERVE_PORT, 8080)
-	$(PY) -m modules.serving --family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))") $(if $(PORT),--port $(PORT))
+	$(PY) -m modules serve --family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))") $(if $(PORT),--port $(PORT))
 
 monitor: install ## Check the champion for drift: DATA=batch.csv, else the prediction log (FEEDBACK=labels.csv; FAIL_ON_DRIFT=1 exits 3)
 	$(REPORTS_ENV) $(PY) metaflows_flow/monitoring_flow.py run --family $(MODEL) $(if $(DATA),--data-path "$(DATA)") $(if $(TRAINED_ON),--trained-on "$(TRAINED_ON)") $(if $(FEEDBACK),--feedback "$(FEEDBACK)")

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Show the recordings found and the held-out split the pipeline would make.",
     ),
     "predict": ("modules.prediction", "Score a CSV with a registered model (the champion by default)."),
+    "serve": ("modules.serving.app", "Serve the champion over HTTP with MLflow's scoring contract."),
     "server": (
         "modules.tracking_server",
         "The MLflow tracking server: start, stop, status, ui, db-init, db-upgrade.",

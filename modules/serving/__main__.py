@@ -1,4 +1,4 @@
-"""`python -m modules.serving`: see `modules.serving.app.main`."""
+"""`python -m modules serve`: see `modules.serving.app.main`."""
 
 from modules.errors import run_cli
 from modules.serving.app import main

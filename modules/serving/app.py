@@ -1,6 +1,6 @@
 """Serve `models:/NAME@champion` over HTTP with MLflow's scoring contract, following the alias.
 
-`python -m modules.serving` (what `make serve` runs) resolves the alias to a version, loads it
+`python -m modules serve` (what `make serve` runs) resolves the alias to a version, loads it
 through `modules.tracking.load_model` (its files checked against the registry's digest first;
 a mismatch is one line and exit code 2, before the port is bound), then runs a FastAPI app on
 uvicorn, bound to 127.0.0.1 by default:
@@ -392,7 +392,7 @@ def create_app(follower: AliasFollower, log: PredictionLog | None, *, max_body_b
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m modules.serving`: serve a registered model's alias over HTTP (what `make serve` runs)."""
+    """`python -m modules serve`: serve a registered model's alias over HTTP (what `make serve` runs)."""
     import uvicorn
 
     from modules import tracking
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     parser = argparse.ArgumentParser(
-        prog="python -m modules.serving",
+        prog="python -m modules serve",
         description="Serve models:/NAME@ALIAS over HTTP with MLflow's scoring contract (/invocations, "
         "/ping, /health, /version, /reload); the model's digest is checked before it is loaded.",
     )

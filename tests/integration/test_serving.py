@@ -1,4 +1,4 @@
-"""`python -m modules.serving` as a real process on a free port, against models registered in a temp store.
+"""`python -m modules serve` as a real process on a free port, against models registered in a temp store.
 
 Predictions over HTTP equal the in-process ones; schema violations get a 400 naming the
 columns; the alias is followed; a tampered model is refused before the port is bound; every
@@ -102,7 +102,7 @@ class Server:
 
 def _command(registry: Registry, port: int, name: str, log_path: Path, poll_s: float) -> list[str]:
     return [
-        sys.executable, "-m", "modules.serving", "--model-name", name, "--port", str(port),
+        sys.executable, "-m", "modules", "serve", "--model-name", name, "--port", str(port),
         "--poll-s", str(poll_s), "--prediction-log", str(log_path), "--max-body-bytes", "200000",
     ]  # fmt: skip
 
