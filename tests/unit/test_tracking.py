@@ -97,7 +97,7 @@ def _gate(version: str, accuracy: float, score_model, schema: Schema = SCHEMA, *
     )
 
 
-def test_promotion_gate_on_the_registry(store, model_uri):
+def test_promotion_gate_on_the_registry(store, model_uri, fast_claims):
     versions = [
         tracking.register_model(model_uri, "gate", idempotency_key=f"Flow/{i}/svm", tags=SCHEMA.to_tags())
         for i in range(5)
