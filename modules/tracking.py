@@ -479,13 +479,6 @@ def log_text(text: str, artifact_file: str) -> None:
     mlflow.log_text(text, artifact_file)
 
 
-def log_image_bytes(png: bytes, artifact_file: str) -> None:
-    """A PNG image artifact of the active run."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(artifact_file).name
-        path.write_bytes(png)
-        mlflow.log_artifact(str(path), str(Path(artifact_file).parent) if "/" in artifact_file else None)
-
 def log_directory(folder: Path, artifact_path: str) -> None:
     """Every file of a folder as artifacts of the active run, under `artifact_path`."""
     mlflow.log_artifacts(str(folder), artifact_path)
@@ -511,6 +504,13 @@ def champion_version(model_name: str) -> Any:
             f"no champion for {model_name}: no version has passed the promotion gate yet; run `make train`"
         ) from None
 
+
+def log_image_bytes(png: bytes, artifact_file: str) -> None:
+    """A PNG image artifact of the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_bytes(png)
+        mlflow.log_artifact(str(path), str(Path(artifact_file).parent) if "/" in artifact_file else None)
 
 
 def log_dataset(features: pd.DataFrame, labels: pd.Series, *, path: Path, digest: str, context: str) -> None:
