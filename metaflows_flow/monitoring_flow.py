@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, step
 
-from metaflows_flow.flow_helpers import SplitDataSteps, tracked
+from metaflows_flow.flow_helpers import SplitDataSteps, runtime_tags, tracked
 from modules.settings import get_settings
 
 SETTINGS = get_settings()
@@ -72,6 +72,8 @@ class MonitoringFlow(FlowSpec, SplitDataSteps):
             "monitoring.model_version": result.version,
             "monitoring.retrain": str(result.summary.retrain).lower(),
             "git.commit": tracking.git_commit(),
+            # Names the process running the flow, so the next run can close this one if it died.
+            **runtime_tags(),
         }
         self.mlflow_run_id = tracking.start_parent_run(settings, pathspec, tags)
         with tracking.reopen_run(self.mlflow_run_id):
