@@ -60,13 +60,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture
 def tracking_uri(mlflow_server: MlflowServer) -> Iterator[str]:
-    """Point the mlflow client at the server for one test, then restore the previous URI."""
-    previous = mlflow.get_tracking_uri()
+    """Point the mlflow client (runs and registry) at the server for one test, then restore both URIs.
+
+    The registry URI matters too: an earlier test of the session may have left it on its own store.
+    """
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(mlflow_server.tracking_uri)
+    mlflow.set_registry_uri(mlflow_server.tracking_uri)
     try:
         yield mlflow_server.tracking_uri
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
 
 
 def _query(database: PostgresDatabase, sql: str, *params: object) -> list[tuple]:
