@@ -39,7 +39,7 @@ from analysis.report_files import (
     report_parser,
     save_figure,
 )
-from modules.data import encode_labels as encode_classes
+from modules.data.loading import encode_labels as encode_classes
 from modules.errors import ConfigurationError, run_cli
 
 __all__ = [

@@ -32,9 +32,9 @@ from analysis.report_files import (
     report_parser,
     save_figure,
 )
-from modules.data import Dataset, load_dataset, normalise_column_name, read_raw_csv
+from modules.data.loading import Dataset, load_dataset, normalise_column_name, read_raw_csv
+from modules.data.splitting import detect_recordings
 from modules.errors import run_cli
-from modules.splitting import detect_recordings
 
 __all__ = [
     "count_missing_values",
@@ -228,7 +228,7 @@ def _largest_scale(stats: dict[str, dict[str, Any]], count: int) -> list[dict[st
 
 
 def _summarise_recordings(features: pd.DataFrame, labels: pd.Series) -> dict[str, Any]:
-    """Chains of overlapping windows (see modules.splitting): how many, how big, one label each?"""
+    """Chains of overlapping windows (see modules.data.splitting): how many, how big, one label each?"""
     recordings = detect_recordings(features)
     group_ids = np.asarray(recordings.group_ids)
     sizes = np.asarray(recordings.sizes, dtype=int)

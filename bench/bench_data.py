@@ -25,8 +25,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modules.data import load_dataset
-from modules.splitting import cv_folds, detect_recordings, make_split, paired_half_columns
+from modules.data.loading import load_dataset
+from modules.data.splitting import cv_folds, detect_recordings, make_split, paired_half_columns
 
 LOAD_TARGET_S = 2.0
 DETECT_TARGET_S = 1.0
@@ -86,10 +86,10 @@ def main() -> int:
         try:
             if args.synthetic:
                 raise ImportError("the stand-in was asked for")
-            from modules.sample_data import build_sample
+            from modules.data.sample import build_sample
 
             build_sample(path, seed=42)
-            origin = "modules.sample_data.build_sample"
+            origin = "modules.data.sample.build_sample"
         except ImportError:
             synthesise(path)
             origin = "synthesised stand-in"

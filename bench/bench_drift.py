@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modules.eeg_features import feature_names, format_rows
+from modules.data.eeg_features import feature_names, format_rows
 from modules.monitoring import build_reference, detect_drift, write_drift_report
 from modules.monitoring.scenarios import reseated_headband_batch, simulate_batch
 

@@ -2,10 +2,10 @@
 
 Target: one hour of 256 Hz five-signal recording turned into its 7198 published rows in well under
 a minute on one core (one process, one BLAS thread). Baselines measured in the same run, so the
-ratios hold on any machine: the time to simulate that hour (`modules.sample_data`), and the
+ratios hold on any machine: the time to simulate that hour (`modules.data.sample`), and the
 single-window extractor (`window_features`, one call per window) scaled to the hour's windows.
 Also timed: reading the hour back from a jittered muse-lsl CSV (parse, dejitter, gap search), and
-`modules.recording_dataset.build_dataset` on a folder of recordings with 1 process and with one
+`modules.data.recordings.build_dataset` on a folder of recordings with 1 process and with one
 per core.
 
     python bench/bench_features.py [--minutes 60] [--files 8] [--file-seconds 60] [--repeats 3]
@@ -27,10 +27,10 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modules import eeg_features as ef
-from modules.muse_exports import read_muse_export
-from modules.recording_dataset import build_dataset
-from modules.sample_data import STATES, _make_subjects, simulate_recording
+from modules.data import eeg_features as ef
+from modules.data.muse_exports import read_muse_export
+from modules.data.recordings import build_dataset
+from modules.data.sample import STATES, _make_subjects, simulate_recording
 
 TARGET_S = 60.0
 START = 1_546_300_800.0

@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import numpy as np  # noqa: E402
 from bench_tuning import run_baseline  # noqa: E402
 
-from modules.data import load_dataset  # noqa: E402
+from modules.data.loading import load_dataset  # noqa: E402
+from modules.data.sample import build_sample  # noqa: E402
+from modules.data.splitting import make_split  # noqa: E402
 from modules.errors import run_cli  # noqa: E402
-from modules.sample_data import build_sample  # noqa: E402
-from modules.splitting import make_split  # noqa: E402
 
 STEP_LINE = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \[\d+/(?P<step>\w+)/\d+ \(pid \d+\)\] Task (?P<event>is starting|finished)"

@@ -20,8 +20,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modules import eeg_features as ef
-from modules.sample_data import build_sample
+from modules.data import eeg_features as ef
+from modules.data.sample import build_sample
 
 TARGET_S = 30.0
 

@@ -1,6 +1,6 @@
 """Benchmark: do models trained on some simulated recordings recognise the state of held-out ones?
 
-For each sample seed it builds the offline sample (`modules.sample_data`, default size) into a
+For each sample seed it builds the offline sample (`modules.data.sample`, default size) into a
 temporary folder and, for each model family and split protocol, runs the pipeline's own stages
 as the flows do, at the default budgets: `prepare_data`, then `run_svm_tuning` + `train_svm`
 (successive halving over the 36 candidates) or `run_dnn_tuning` + `train_dnn` (keras-tuner, 4
@@ -30,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 from sklearn.dummy import DummyClassifier
 
+from modules.data.sample import build_sample
 from modules.errors import ConfigurationError, run_cli
-from modules.pipeline import (
+from modules.models.dnn import best_epoch
+from modules.models.training import (
     PreparedData,
     prepare_data,
     run_dnn_tuning,
@@ -39,8 +41,6 @@ from modules.pipeline import (
     train_dnn,
     train_svm,
 )
-from modules.sample_data import build_sample
-from modules.tune_dnn import best_epoch
 
 FAMILIES = ("svm", "dnn")
 PROTOCOLS = ("grouped", "random")

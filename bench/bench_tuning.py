@@ -37,13 +37,13 @@ from sklearn.model_selection import GridSearchCV, ParameterGrid  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
 
-from modules.data import encode_labels, load_dataset  # noqa: E402
+from modules.data.loading import encode_labels, load_dataset  # noqa: E402
+from modules.data.splitting import cv_folds, make_split  # noqa: E402
 from modules.errors import ConfigurationError, run_cli  # noqa: E402
-from modules.feature_transformation import build_preprocessor, describe_preprocessor  # noqa: E402
-from modules.prediction import evaluate  # noqa: E402
+from modules.models.preprocessing import build_preprocessor, describe_preprocessor  # noqa: E402
+from modules.models.svm import fit_svm_model, original_search_space, tune_svm  # noqa: E402
+from modules.serving.batch import evaluate  # noqa: E402
 from modules.settings import get_settings  # noqa: E402
-from modules.splitting import cv_folds, make_split  # noqa: E402
-from modules.tune_svm import fit_svm_model, original_search_space, tune_svm  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORTS_STARTED
 QUICK_CANDIDATES_PER_KERNEL = 2
@@ -181,7 +181,7 @@ def run_ours(
     started = time.perf_counter()
     import keras  # noqa: F401  (timed apart: every process that trains a DNN pays it once)
 
-    from modules.tune_dnn import best_epoch, train_dnn, tune_dnn
+    from modules.models.dnn import best_epoch, train_dnn, tune_dnn
 
     timings["dnn: import keras / keras-tuner"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.data)
     scratch = None
     if not path.is_file():
-        from modules.sample_data import build_sample
+        from modules.data.sample import build_sample
 
         scratch = tempfile.TemporaryDirectory(prefix="bench-data-")
         path = Path(scratch.name) / "emotions.csv"

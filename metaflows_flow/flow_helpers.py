@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from metaflow import current, user_step_decorator
@@ -14,6 +16,37 @@ from modules.settings import Settings, get_settings
 # Metaflow does not retry a task that exits with this code (METAFLOW_EXIT_DISALLOW_RETRY):
 # a project error other than an outage (bad data, bad settings) would fail the same way again.
 EXIT_NOT_RETRIED = 202
+# A step that stops because a service is not answering leaves this file behind, so that the
+# flow's own process (Metaflow's runtime exits 1 for any failed step) can exit 69 too.
+OUTAGE_MARKER_ENV = "OPERATIONAL_ML_OUTAGE_MARKER"
+
+
+def run_flow(flow_class: type) -> None:
+    """A flow file's entry point: Metaflow's command line, exiting 69 when an outage stopped the flow."""
+    if os.environ.get(OUTAGE_MARKER_ENV):  # a step's own process (Metaflow runs this file per task)
+        flow_class()
+        return
+    with tempfile.TemporaryDirectory(prefix="flow-outage-") as tmp:
+        marker = Path(tmp) / "outage"
+        os.environ[OUTAGE_MARKER_ENV] = str(marker)  # inherited by every step's process
+        try:
+            flow_class()
+        except SystemExit as exc:
+            if exc.code not in (0, None) and marker.exists():
+                raise SystemExit(EXIT_UNAVAILABLE) from None
+            raise
+        finally:
+            del os.environ[OUTAGE_MARKER_ENV]
+
+
+def _record_outage(step_name: str, *, outage: bool) -> None:
+    marker = os.environ.get(OUTAGE_MARKER_ENV)
+    if not marker:
+        return
+    if outage:
+        Path(marker).write_text(step_name)
+    else:  # a later failure for another reason is what the flow's exit code should say
+        Path(marker).unlink(missing_ok=True)
 
 
 @user_step_decorator
@@ -28,7 +61,7 @@ def tracked(step_name: str, flow: Any, inputs: Any = None) -> Any:
     Any other project error exits with its own code (2), or with 202 in a step that has retries
     left: Metaflow does not retry that code, and bad input would fail the same way again.
     """
-    from modules import tracking
+    from modules.tracking import client as tracking
 
     try:
         with tracking.outages_as_errors():
@@ -39,12 +72,14 @@ def tracked(step_name: str, flow: Any, inputs: Any = None) -> Any:
             yield
     except OperationalMLError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        _record_outage(step_name, outage=exc.exit_code == EXIT_UNAVAILABLE)
         if exc.exit_code == EXIT_UNAVAILABLE:
             sys.exit(EXIT_UNAVAILABLE)  # the server may be back for a retry; too soon to mark anything
         _mark_failed(flow, inputs, step_name, final=True)
         # Bad input fails the same way again: a step that has retries left asks Metaflow not to retry.
         sys.exit(EXIT_NOT_RETRIED if _retries_left(flow, step_name) > 0 else exc.exit_code)
     except Exception:  # a bug: its traceback is for us, the parent run still tells the truth
+        _record_outage(step_name, outage=False)
         _mark_failed(flow, inputs, step_name)
         raise
 
@@ -65,7 +100,7 @@ def _retries_left(flow: Any, step_name: str) -> int:
 
 def _mark_failed(flow: Any, inputs: Any, step_name: str, *, final: bool = False) -> None:
     """A failed step marks the parent run FAILED, unless Metaflow will retry it (best effort)."""
-    from modules import tracking
+    from modules.tracking import client as tracking
 
     parent_id = _parent_run_id(flow, inputs)
     if parent_id is None or (not final and _retries_left(flow, step_name) > 0):
@@ -79,7 +114,7 @@ def _mark_failed(flow: Any, inputs: Any, step_name: str, *, final: bool = False)
 
 
 def _reopen_after_resume(parent_id: str) -> None:
-    from modules import tracking
+    from modules.tracking import client as tracking
 
     pathspec = f"{current.flow_name}/{current.run_id}"
     tags = {
@@ -97,7 +132,7 @@ def _reopen_after_resume(parent_id: str) -> None:
 
 def runtime_tags() -> dict[str, str]:
     """The parent run's tag naming the process that runs the flow (this step's parent, Metaflow's runtime)."""
-    from modules import tracking
+    from modules.tracking import client as tracking
 
     return {tracking.RUNTIME_TAG: tracking.process_identity(os.getppid())}
 
@@ -108,7 +143,7 @@ def close_failed_flow(run: Any = None) -> None:
     Runs in its own process after the flow stopped; prints one line, never a traceback. When the
     server does not answer, the next run of a flow (or `resume`) closes them instead.
     """
-    from modules import tracking
+    from modules.tracking import client as tracking
 
     try:
         parent_id = run["start"].task.data.mlflow_run_id
@@ -142,21 +177,21 @@ class SplitDataSteps:
 
     def _data(self) -> Any:
         """The dataset and the split made in TuningFlow's start step."""
-        from modules.pipeline import PreparedData
-        from modules.splitting import Split
+        from modules.data.splitting import Split
+        from modules.models.training import PreparedData
 
         return PreparedData(dataset=self.dataset, split=Split.from_dict(self.split))
 
     def _start_parent_run(self, settings: Settings) -> str:
         """The flow run's parent MLflow run, tagged with the process that runs the flow."""
-        from modules import tracking
+        from modules.tracking import client as tracking
 
         pathspec = f"{current.flow_name}/{current.run_id}"
         return tracking.start_parent_run(settings, pathspec, {**self.run_tags, **runtime_tags()})
 
     def _flow_tags(self) -> dict[str, str]:
         """The flow run's tags, naming this run also when `start` was cloned by a resume."""
-        from modules import tracking
+        from modules.tracking import client as tracking
 
         tags = {**self.run_tags, "metaflow.pathspec": f"{current.flow_name}/{current.run_id}"}
         if current.origin_run_id:
@@ -165,7 +200,7 @@ class SplitDataSteps:
 
     def _step_tags(self) -> dict[str, str]:
         """The flow run's tags, with this step's pathspec and the parent run's id."""
-        from modules import tracking
+        from modules.tracking import client as tracking
 
         return {
             **self._flow_tags(),
@@ -175,7 +210,7 @@ class SplitDataSteps:
 
     def _finish_parent_run(self) -> None:
         """The flow's last step: the parent run ends FINISHED (runs failed attempts left open: KILLED)."""
-        from modules import tracking
+        from modules.tracking import client as tracking
 
         killed = tracking.finish_flow_run(self.mlflow_run_id)
         if killed:

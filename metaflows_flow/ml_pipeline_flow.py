@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, retry, step
 
-from metaflows_flow.flow_helpers import SplitDataSteps, tracked
+from metaflows_flow.flow_helpers import SplitDataSteps, run_flow, tracked
 from modules.errors import ConfigurationError
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
@@ -65,8 +65,8 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
     def start(self):
         """Check the tracking server, find the tuning run, reuse its dataset, split and best settings."""
         from metaflows_flow.tuning_runs import find_tuning_run
-        from modules import tracking
-        from modules.provenance import verify_for_environment
+        from modules.data.provenance import verify_for_environment
+        from modules.tracking import client as tracking
 
         overrides = parse_overrides(self.params_override)
         tuning = find_tuning_run(self.tuning_flow_run_id)
@@ -126,8 +126,8 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
     @step
     def train_svm(self):
         """Refit the best SVM on the whole training part, evaluate it on held-out rows, log it (not registered yet)."""
-        from modules import tracking
-        from modules.pipeline import train_svm
+        from modules.models.training import train_svm
+        from modules.tracking import client as tracking
 
         data = self._data()
         # Inside the runs, so a failed fit marks them FAILED instead of leaving them open.
@@ -147,8 +147,8 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
     @step
     def train_dnn(self):
         """Refit the best DNN on the whole training part, evaluate it on held-out rows, log it (not registered yet)."""
-        from modules import tracking
-        from modules.pipeline import train_dnn
+        from modules.models.training import train_dnn
+        from modules.tracking import client as tracking
 
         data = self._data()
         with tracking.step_run(self.mlflow_run_id, "train_dnn", self._step_tags()) as run:
@@ -172,8 +172,8 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
     @step
     def join(self, inputs):
         """Every branch succeeded: register each model, then let the gate decide who is `champion`."""
-        from modules import tracking
-        from modules.promotion import Candidate, Schema
+        from modules.models.promotion import Candidate, Schema
+        from modules.tracking import client as tracking
 
         self.merge_artifacts(inputs)
         settings = self._settings()
@@ -224,9 +224,8 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         """Write the card, an HTML report logged to MLflow, and reports/promotion.json."""
         from metaflow.cards import Image, Markdown, Table
 
-        from modules import tracking
-        from modules.prediction import Evaluation, plot_confusion_matrix
-        from modules.reports import (
+        from modules.files import write_json_atomically
+        from modules.models.reports import (
             FIGURE_HEADERS,
             GATE_HEADERS,
             PROMOTION_HEADERS,
@@ -236,8 +235,9 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             promotion_rows,
             recording_rows,
             training_report_html,
-            write_json_atomically,
         )
+        from modules.serving.batch import Evaluation, plot_confusion_matrix
+        from modules.tracking import client as tracking
 
         families = {family: getattr(self, family) for family in FAMILIES}
         images = {}
@@ -300,7 +300,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
 
     # -- helpers of this flow's steps (kept tiny; logic lives in modules/) --
     def _cv(self, data, family):
-        from modules.pipeline import cross_validation_of
+        from modules.models.training import cross_validation_of
 
         best = self.best[family]
         return cross_validation_of(data, best.get("cv_accuracy"), best.get("cv_std"), best.get("cv_folds", 0))
@@ -321,9 +321,9 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
 
     def _record(self, trained, data, child_run_id, model_uri) -> dict:
         """Log the held-out figures and the drift reference to the step's run; return what later steps need."""
-        from modules import tracking
         from modules.monitoring.check import log_training_reference
-        from modules.prediction import classification_report_text
+        from modules.serving.batch import classification_report_text
+        from modules.tracking import client as tracking
 
         # MonitoringFlow compares what the model sees with these training rows, without the data.
         log_training_reference(
@@ -380,4 +380,4 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
 
 
 if __name__ == "__main__":
-    MLPipelineFlow()
+    run_flow(MLPipelineFlow)

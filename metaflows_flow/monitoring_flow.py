@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, step
 
-from metaflows_flow.flow_helpers import SplitDataSteps, runtime_tags, tracked
+from metaflows_flow.flow_helpers import SplitDataSteps, run_flow, runtime_tags, tracked
 from modules.settings import get_settings
 
 SETTINGS = get_settings()
@@ -49,8 +49,8 @@ class MonitoringFlow(FlowSpec, SplitDataSteps):
         """Download the champion's reference, score the window with the champion, test every feature for drift."""
         from metaflow.cards import Image, Markdown, Table
 
-        from modules import tracking
         from modules.monitoring.check import check_champion
+        from modules.tracking import client as tracking
 
         settings = self._settings()
         out_dir = settings.reports_dir / "monitoring"
@@ -115,4 +115,4 @@ class MonitoringFlow(FlowSpec, SplitDataSteps):
 
 
 if __name__ == "__main__":
-    MonitoringFlow()
+    run_flow(MonitoringFlow)

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, retry, step
 
-from metaflows_flow.flow_helpers import SplitDataSteps, tracked
+from metaflows_flow.flow_helpers import SplitDataSteps, run_flow, tracked
 from modules.settings import SPLIT_PROTOCOLS, get_settings
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
@@ -56,9 +56,9 @@ class TuningFlow(FlowSpec, SplitDataSteps):
     @step
     def start(self):
         """Check the tracking server, load, validate and hash the data once, vouch for it, split it once."""
-        from modules import tracking
-        from modules.pipeline import prepare_data
-        from modules.provenance import verify_for_environment
+        from modules.data.provenance import verify_for_environment
+        from modules.models.training import prepare_data
+        from modules.tracking import client as tracking
 
         settings = self._settings()
         self.tracking_uri = tracking.connect(settings)
@@ -125,8 +125,8 @@ class TuningFlow(FlowSpec, SplitDataSteps):
     @step
     def tune_svm(self):
         """Search the SVM (C, gamma, kernel) by successive halving on the split's CV folds."""
-        from modules import tracking
-        from modules.pipeline import run_svm_tuning
+        from modules.models.training import run_svm_tuning
+        from modules.tracking import client as tracking
 
         settings = self._settings()
         with tracking.step_run(self.mlflow_run_id, "tune_svm", self._step_tags()):
@@ -154,8 +154,8 @@ class TuningFlow(FlowSpec, SplitDataSteps):
     @step
     def tune_dnn(self):
         """Search the DNN architecture with keras-tuner (each trial a nested MLflow run), then cross-validate the best."""
-        from modules import tracking
-        from modules.pipeline import run_dnn_tuning
+        from modules.models.training import run_dnn_tuning
+        from modules.tracking import client as tracking
 
         with tracking.step_run(self.mlflow_run_id, "tune_dnn", self._step_tags()):
             result = run_dnn_tuning(
@@ -188,8 +188,8 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         """Keep the best settings of each family and show every candidate in a card."""
         from metaflow.cards import Image, Markdown, Table
 
-        from modules import tracking
-        from modules.reports import (
+        from modules.models.dnn import DnnTuningResult, best_epoch
+        from modules.models.reports import (
             DNN_TABLE_HEADERS,
             SVM_TABLE_HEADERS,
             dnn_trial_rows,
@@ -197,7 +197,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
             plot_search_scores,
             svm_candidate_rows,
         )
-        from modules.tune_dnn import DnnTuningResult, best_epoch
+        from modules.tracking import client as tracking
 
         self.merge_artifacts(inputs)
         folds = self.pinned_settings["cv_folds"]
@@ -252,7 +252,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
 
     # -- helpers of this flow's steps (kept tiny; logic lives in modules/) --
     def _log_trial(self, trial) -> None:
-        from modules import tracking
+        from modules.tracking import client as tracking
 
         with tracking.child_run(f"trial-{trial.trial_id}", self._step_tags()):
             tracking.log_params(trial.hyperparameters)
@@ -263,4 +263,4 @@ class TuningFlow(FlowSpec, SplitDataSteps):
 
 
 if __name__ == "__main__":
-    TuningFlow()
+    run_flow(TuningFlow)

@@ -16,28 +16,31 @@ from modules.errors import run_cli
 # name: (module whose main(argv) runs it, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": (
-        "modules.dataset_fetch",
+        "modules.data.fetch",
         "Fetch the EEG dataset (Kaggle or the offline sample), or validate a CSV.",
     ),
-    "sample": ("modules.sample_data", "Build the simulated-EEG sample dataset offline."),
-    "features": ("modules.recording_dataset", "Turn a folder of Muse recordings into one dataset CSV."),
-    "extract": ("modules.eeg_features", "Turn one Muse recording into feature rows."),
+    "sample": ("modules.data.sample", "Build the simulated-EEG sample dataset offline."),
+    "features": ("modules.data.recordings", "Turn a folder of Muse recordings into one dataset CSV."),
+    "extract": ("modules.data.eeg_features", "Turn one Muse recording into feature rows."),
     "split": (
-        "modules.splitting",
+        "modules.data.splitting",
         "Show the recordings found and the held-out split the pipeline would make.",
     ),
-    "predict": ("modules.prediction", "Score a CSV with a registered model (the champion by default)."),
+    "predict": ("modules.serving.batch", "Score a CSV with a registered model (the champion by default)."),
     "serve": ("modules.serving.app", "Serve the champion over HTTP with MLflow's scoring contract."),
     "server": (
-        "modules.tracking_server",
+        "modules.tracking.server",
         "The MLflow tracking server: start, stop, status, ui, db-init, db-upgrade.",
     ),
     "drift": ("modules.monitoring.check", "Print the last drift check's decision (--fail-on-drift exits 3)."),
     "integrity": (
-        "modules.model_integrity",
+        "modules.models.integrity",
         "Verify a registered model's files against its digest, or stamp one.",
     ),
-    "provenance": ("modules.provenance", "Pin or verify the digest of the dataset production trains on."),
+    "provenance": (
+        "modules.data.provenance",
+        "Pin or verify the digest of the dataset production trains on.",
+    ),
     "settings": ("modules.settings", "Print a setting as resolved from the environment, .env and defaults."),
 }
 

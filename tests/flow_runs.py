@@ -91,7 +91,7 @@ class StartedFlow:
 
 def make_flow_environment(root: Path, tracking_uri: str | None = None, **settings: str) -> FlowEnvironment:
     """A sample dataset under `root` and the environment that points the flows at `root`."""
-    from modules.sample_data import build_sample
+    from modules.data.sample import build_sample
 
     data_path = root / "emotions.csv"
     build_sample(data_path, seed=7, duration_s=SAMPLE_DURATION_S)

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modules import tracking
-from modules.data import normalise_column_name, read_raw_csv
+from modules.data.loading import normalise_column_name, read_raw_csv
 from modules.errors import DataValidationError
 from modules.monitoring.drift import DriftSummary, DriftThresholds, detect_drift
 from modules.monitoring.reference import Reference, build_reference
 from modules.monitoring.report import write_drift_report
 from modules.settings import Settings
+from modules.tracking import client as tracking
 
 # Where a training step run keeps its model's drift reference.
 REFERENCE_ARTIFACTS = "monitoring_reference"

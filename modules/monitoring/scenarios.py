@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from modules.eeg_features import recording_to_rows
-from modules.sample_data import FIRST_TIMESTAMP, STATES, Subject, _make_subjects, simulate_recording
+from modules.data.eeg_features import recording_to_rows
+from modules.data.sample import FIRST_TIMESTAMP, STATES, Subject, _make_subjects, simulate_recording
 
 __all__ = [
     "RESEATED_GAINS",

@@ -1,7 +1,7 @@
 """Serve `models:/NAME@champion` over HTTP with MLflow's scoring contract, following the alias.
 
 `python -m modules serve` (what `make serve` runs) resolves the alias to a version, loads it
-through `modules.tracking.load_model` (its files checked against the registry's digest first;
+through `modules.tracking.client.load_model` (its files checked against the registry's digest first;
 a mismatch is one line and exit code 2, before the port is bound), then runs a FastAPI app on
 uvicorn, bound to 127.0.0.1 by default:
 
@@ -151,11 +151,11 @@ def _scorers(pyfunc: Any) -> tuple[Callable | None, Callable | None, list[str] |
 
 
 def load_served_model(name: str, version: str) -> ServedModel:
-    """Load `models:/NAME/VERSION` after its digest check (`modules.tracking.load_model`)."""
+    """Load `models:/NAME/VERSION` after its digest check (`modules.tracking.client.load_model`)."""
     from mlflow.tracking import MlflowClient
 
-    from modules import tracking
-    from modules.model_integrity import DIGEST_TAG
+    from modules.models.integrity import DIGEST_TAG
+    from modules.tracking import client as tracking
 
     details = MlflowClient().get_model_version(name, version)
     pyfunc = tracking.load_model(f"models:/{name}/{version}")
@@ -395,9 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m modules serve`: serve a registered model's alias over HTTP (what `make serve` runs)."""
     import uvicorn
 
-    from modules import tracking
     from modules.serving.prediction_log import open_prediction_log
     from modules.settings import get_settings
+    from modules.tracking import client as tracking
 
     settings = get_settings()
     parser = argparse.ArgumentParser(

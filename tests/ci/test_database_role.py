@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 
 from modules.settings import load_settings
-from modules.tracking_server import db_upgrade
+from modules.tracking.server import db_upgrade
 from tests.integration.servers import PostgresDatabase, PostgresServer, create_database, start_postgres
 
 pytestmark = pytest.mark.integration

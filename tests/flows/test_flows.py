@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modules.data import load_dataset
+from modules.data.loading import load_dataset
 
 SMALL_BUDGETS = {"svm_max_candidates": 2, "dnn_max_trials": 1, "dnn_max_epochs": 3}
 

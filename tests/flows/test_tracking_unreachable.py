@@ -6,6 +6,8 @@ import socket
 
 import pytest
 
+from modules.errors import EXIT_UNAVAILABLE
+
 pytestmark = [pytest.mark.flows]
 
 
@@ -21,6 +23,7 @@ def test_flow_fails_fast_naming_the_masked_tracking_uri(flow_env):
     with flow_env.runner("tuning_flow.py", env=env).run() as running:
         output = running.stdout + running.stderr
         assert running.status == "failed"
+        assert running.returncode == EXIT_UNAVAILABLE  # the flow's process exits as the step did
         steps = [step.id for step in running.run]
     assert f"error: MLflow tracking server at http://alice:***@127.0.0.1:{port} is not reachable" in output
     assert "s3cret-pw" not in output

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from modules.errors import ConfigurationError
 from modules.settings import PROJECT_ROOT, Settings, load_settings
-from modules.tracking_server import (
+from modules.tracking.server import (
     ServerHandle,
     StoppedServer,
     db_init,
@@ -308,7 +308,7 @@ def start_gcs_emulator(data_dir: Path, bucket: str = "mlflow-test-artifacts") ->
 
 @dataclass
 class MlflowServer:
-    """A tracking server started by modules.tracking_server.start_server (the `make mlflow_server` path)."""
+    """A tracking server started by modules.tracking.server.start_server (the `make mlflow_server` path)."""
 
     handle: ServerHandle
     settings: Settings

@@ -8,7 +8,7 @@ import numpy as np
 import psycopg2
 import pytest
 
-from modules.data import load_dataset
+from modules.data.loading import load_dataset
 from tests.flow_runs import TINY_BUDGETS, FlowEnvironment, make_flow_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.flows, pytest.mark.slow]

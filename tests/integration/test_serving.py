@@ -25,11 +25,11 @@ from mlflow.tracking import MlflowClient
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from modules import tracking
-from modules.feature_transformation import build_preprocessor
-from modules.model_integrity import resolve_model
+from modules.models.integrity import resolve_model
+from modules.models.preprocessing import build_preprocessor
 from modules.serving.prediction_log import read_prediction_log
 from modules.settings import PROJECT_ROOT, load_settings
+from modules.tracking import client as tracking
 from tests.integration.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -324,7 +324,7 @@ def test_make_predict_appends_its_batch_to_the_prediction_log(registry, tmp_path
         [
             sys.executable,
             "-m",
-            "modules.prediction",
+            "modules.serving.batch",
             str(data),
             "--model",
             f"models:/{NAME}@champion",

@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 
 from modules.errors import TrackingError
 from modules.settings import PROJECT_ROOT, load_settings
-from modules.tracking_server import (
+from modules.tracking.server import (
     ServerAlreadyRunning,
     ServerStartError,
     auth_config_path,
@@ -42,7 +42,7 @@ from modules.tracking_server import (
     start_server,
     stop_server,
 )
-from modules.tracking_store import check_tracking_server
+from modules.tracking.store import check_tracking_server
 from tests.integration.servers import (
     AUTH_ADMIN_PASSWORD,
     AUTH_ADMIN_USERNAME,
