@@ -3,7 +3,10 @@
 `python -m modules serve` (what `make serve` runs) resolves the alias to a version, loads it
 through `modules.tracking.client.load_model` (its files checked against the registry's digest first;
 a mismatch is one line and exit code 2, before the port is bound), then runs a FastAPI app on
-uvicorn, bound to 127.0.0.1 by default:
+uvicorn, bound to 127.0.0.1 by default. The app has no authentication of its own, so any other
+SERVE_HOST (`--host`) is refused unless SERVE_ALLOW_PUBLIC_BIND=1 says that something in front
+authenticates every request: the container image sets both for Cloud Run, whose IAM invoker
+check does (docker/Dockerfile, infra/terraform/serving.tf).
 
 - `POST /invocations`: `{"dataframe_split": ...}`, `{"dataframe_records": ...}` or a CSV body
   (`Content-Type: text/csv`), as `mlflow models serve` takes them; answers
@@ -26,12 +29,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
 import traceback
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +44,7 @@ import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from modules.errors import OperationalMLError, TrackingError
+from modules.errors import ConfigurationError, OperationalMLError, TrackingError
 from modules.serving.contract import RequestError, parse_request
 from modules.serving.prediction_log import PredictionLog, PredictionRecord, new_request_id
 
@@ -391,6 +395,23 @@ def create_app(follower: AliasFollower, log: PredictionLog | None, *, max_body_b
     return app
 
 
+# The container's opt-in to listen beyond loopback (docker/Dockerfile sets it; nothing else should).
+ALLOW_PUBLIC_BIND_VAR = "SERVE_ALLOW_PUBLIC_BIND"
+
+
+def check_serve_bind(host: str, env: Mapping[str, str]) -> None:
+    """Refuse an address other machines reach unless SERVE_ALLOW_PUBLIC_BIND=1 (a platform authenticates)."""
+    from modules.tracking.server import is_loopback
+
+    if is_loopback(host) or (env.get(ALLOW_PUBLIC_BIND_VAR) or "").strip().lower() in ("1", "true", "yes"):
+        return
+    raise ConfigurationError(
+        f"SERVE_HOST={host} would open the unauthenticated model server to other machines: bind "
+        f"127.0.0.1, or set {ALLOW_PUBLIC_BIND_VAR}=1 where a platform in front authenticates "
+        "every request (the container image on Cloud Run does)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m modules serve`: serve a registered model's alias over HTTP (what `make serve` runs)."""
     import uvicorn
@@ -443,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         help="SQLite file of the prediction log; 'off' to log nothing (default: PREDICTION_LOG_PATH, %(default)s)",
     )
     args = parser.parse_args(argv)
+    check_serve_bind(args.host, os.environ)  # before anything is loaded or bound
     if args.data_path is not None:
         settings = settings.for_data(args.data_path)
     name = args.model_name or settings.model_name(args.family)

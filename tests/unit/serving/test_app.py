@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 
+from modules.errors import ConfigurationError
 from modules.models.preprocessing import build_preprocessor
 from modules.serving import app
 from modules.serving.app import AliasFollower, ServedModel, _fitted_columns, _scorers
@@ -117,3 +119,35 @@ def test_the_follower_keeps_serving_when_a_new_version_is_refused(monkeypatch):
     alias["version"] = "3"
     assert follower.refresh() is True and follower.current.version == "3"
     assert attempts == ["1", "2", "3"]
+
+
+# ------------------------------------------------------------------ where the server may listen
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_loopback_addresses_need_no_opt_in(host):
+    app.check_serve_bind(host, {})
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "serving.example.com"])
+@pytest.mark.parametrize("flag", [None, "", "0", "no"])
+def test_other_addresses_are_refused_without_the_container_opt_in(host, flag):
+    env = {} if flag is None else {"SERVE_ALLOW_PUBLIC_BIND": flag}
+    with pytest.raises(
+        ConfigurationError, match=rf"SERVE_HOST={re.escape(host)} .*SERVE_ALLOW_PUBLIC_BIND=1"
+    ):
+        app.check_serve_bind(host, env)
+
+
+@pytest.mark.parametrize("flag", ["1", "true", "YES"])
+def test_the_container_opt_in_admits_every_address(flag):
+    app.check_serve_bind("0.0.0.0", {"SERVE_ALLOW_PUBLIC_BIND": flag})
+
+
+def test_the_command_refuses_a_public_bind_before_it_reaches_the_registry(monkeypatch):
+    monkeypatch.delenv("SERVE_ALLOW_PUBLIC_BIND", raising=False)
+    reached = []
+    monkeypatch.setattr("modules.tracking.client.connect", lambda *a, **k: reached.append("connect"))
+    with pytest.raises(ConfigurationError, match=re.escape("SERVE_HOST=0.0.0.0 ")):
+        app.main(["--host", "0.0.0.0", "--prediction-log", "off"])
+    assert reached == []
