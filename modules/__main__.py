@@ -1,8 +1,9 @@
 """One command line for every stage: `python -m modules COMMAND [ARGS]`; `COMMAND --help` for each.
 
-The group is built with click; each command hands its arguments to the `main(argv)` of the
-module that owns the stage, imported only when that command runs (so `--help` and the light
-commands start in a fraction of a second, without MLflow, scikit-learn or TensorFlow).
+Built with click. Each stage's command (`cli`, a click command or group) lives in the module that
+owns the stage and is imported only when that command runs, so `--help` and the light commands
+start in a fraction of a second, without MLflow, scikit-learn or TensorFlow. A project error
+(bad input, an unreachable server) ends the command with one line on stderr and its exit code.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import click
 
 from modules.errors import run_cli
 
-# name: (module whose main(argv) runs it, one line of help)
+# name: (module whose `cli` runs it, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": (
         "modules.data.fetch",
@@ -27,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Show the recordings found and the held-out split the pipeline would make.",
     ),
     "predict": ("modules.serving.batch", "Score a CSV with a registered model (the champion by default)."),
+    "predict-recording": (
+        "modules.serving.recording",
+        "Label a Muse recording window by window with the champion; print its overall label.",
+    ),
     "serve": ("modules.serving.app", "Serve the champion over HTTP with MLflow's scoring contract."),
     "server": (
         "modules.tracking.server",
@@ -45,30 +50,52 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
-    """Operational ML: every stage of the pipeline from one command line."""
+class StageGroup(click.Group):
+    """The group of stage commands, each imported from its module when it is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, summary = COMMANDS[name]
+        module = importlib.import_module(module_name)
+        command = getattr(module, "cli", None)
+        if command is None:  # a stage whose command line is still argparse: hand it the arguments
+            command = _pass_through(name, module.main, summary)
+        command.name = name
+        command.short_help = summary
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # From the table, so that `--help` imports none of the stages.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
 
 
-def _command(name: str, module: str, summary: str) -> click.Command:
-    @cli.command(
+def _pass_through(name: str, main, summary: str) -> click.Command:
+    @click.command(
         name,
         help=f"{summary} (`python -m modules {name} --help` for its options)",
-        short_help=summary,
         add_help_option=False,
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def command(args: tuple[str, ...]) -> None:
-        main = importlib.import_module(module).main
-        run_cli(lambda: main(list(args)))
+        code = main(list(args))
+        if code:
+            raise SystemExit(code)
 
     return command
 
 
-for _name, (_module, _summary) in COMMANDS.items():
-    _command(_name, _module, _summary)
+@click.group(
+    cls=StageGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
+def cli() -> None:
+    """Operational ML: every stage of the pipeline from one command line."""
 
 
 if __name__ == "__main__":
-    cli(prog_name="python -m modules")
+    run_cli(lambda: cli.main(prog_name="python -m modules"))

@@ -69,20 +69,16 @@ A 4-signal export without a right AUX signal is refused unless `--zero-aux` fill
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import numpy as np
 import pandas as pd
 import scipy.signal
 
-from modules.files import write_atomically
-from modules.errors import ConfigurationError, DataValidationError, run_cli
 from modules.data.muse_exports import (
     SAMPLING_RATE,
     SIGNALS,
@@ -90,6 +86,8 @@ from modules.data.muse_exports import (
     MuseExport,
     read_muse_export,
 )
+from modules.errors import ConfigurationError, DataValidationError
+from modules.files import write_atomically
 
 WINDOW_S = 1.0
 STEP_S = 0.5
@@ -428,47 +426,36 @@ def check_label(label: str) -> str:
     return label
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: one Muse CSV export -> published feature rows."""
-    parser = argparse.ArgumentParser(
-        prog="python -m modules extract",
-        description=(
-            "Compute the published EEG emotion features (Bird et al.) from one Muse CSV export: "
-            f"muse-lsl / BlueMuse ({TIMESTAMP_COLUMN}, {', '.join(SIGNALS)}) or Mind Monitor "
-            "(TimeStamp, RAW_TP9 ... RAW_TP10, AUX_RIGHT). Timestamp jitter is repaired, the recording "
-            "is split at real gaps, and one row is written per pair of consecutive 1 s windows (0.5 s "
-            "step), with the published header."
-        ),
-    )
-    parser.add_argument("recording", type=Path, help="Muse CSV export (muse-lsl / BlueMuse or Mind Monitor)")
-    parser.add_argument("--label", required=True, help="label written on every row, e.g. POSITIVE")
-    parser.add_argument("--out", type=Path, required=True, help="output CSV (replaced atomically)")
-    parser.add_argument(
-        "--zero-aux",
-        action="store_true",
-        help="accept a 4-signal export without a right AUX signal by filling that column with zeros "
-        "(its features become constants; the published data had a real AUX signal)",
-    )
-    parser.add_argument(
-        "--sampling-rate",
-        type=float,
-        default=float(SAMPLING_RATE),
-        help=f"the device's sampling rate in Hz (default {SAMPLING_RATE}; the 2014 Muse records at 220); "
-        "a recording whose effective rate is more than 1%% off is refused",
-    )
-    args = parser.parse_args(argv)
-    check_label(args.label)
-    n, export = extract_file(
-        args.recording, args.label, args.out, zero_aux=args.zero_aux, sampling_rate=args.sampling_rate
-    )
+@click.command(
+    "extract",
+    help="Compute the published EEG emotion features (Bird et al.) from one Muse CSV export: muse-lsl / "
+    f"BlueMuse ({TIMESTAMP_COLUMN}, {', '.join(SIGNALS)}) or Mind Monitor (TimeStamp, RAW_TP9 ... RAW_TP10, "
+    "AUX_RIGHT). Timestamp jitter is repaired, the recording is split at real gaps, and one row is written "
+    "per pair of consecutive 1 s windows (0.5 s step), with the published header.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.argument("recording", type=click.Path(path_type=Path))
+@click.option("--label", required=True, help="label written on every row, e.g. POSITIVE")
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="output CSV (replaced atomically)"
+)
+@click.option(
+    "--zero-aux",
+    is_flag=True,
+    help="accept a 4-signal export without a right AUX signal by filling that column with zeros (its "
+    "features become constants; the published data had a real AUX signal)",
+)
+@click.option(
+    "--sampling-rate",
+    type=float,
+    default=float(SAMPLING_RATE),
+    help=f"the device's sampling rate in Hz (default {SAMPLING_RATE}; the 2014 Muse records at 220); a "
+    "recording whose effective rate is more than 1% off is refused",
+)
+def cli(recording: Path, label: str, out: Path, zero_aux: bool, sampling_rate: float) -> None:
+    """`python -m modules extract`: one Muse CSV export -> published feature rows."""
+    check_label(label)
+    n, export = extract_file(recording, label, out, zero_aux=zero_aux, sampling_rate=sampling_rate)
     for warning in export.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(
-        f"wrote {n} rows x {2 * N_WINDOW_FEATURES} features from {args.recording} to {args.out} "
-        f"({export.summary()})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)
+    print(f"wrote {n} rows x {2 * N_WINDOW_FEATURES} features from {recording} to {out} ({export.summary()})")

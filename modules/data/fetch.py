@@ -8,7 +8,6 @@ imports another one back.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -16,11 +15,11 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from modules.files import write_json_atomically
+import click
+
 from modules.data.loading import (
     DATA_MANIFEST,
     KAGGLE_DATASET,
@@ -31,7 +30,8 @@ from modules.data.loading import (
     metadata_path,
     read_metadata,
 )
-from modules.errors import ConfigurationError, run_cli
+from modules.errors import ConfigurationError
+from modules.files import write_json_atomically
 
 # --------------------------------------------------------------------------- fetching
 
@@ -172,71 +172,77 @@ def fetch_dataset(out: str | os.PathLike, force: bool = False, seed: int = 42) -
 # --------------------------------------------------------------------------- command line
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modules data",
-        description="Fetch the EEG emotions dataset, or validate any classification CSV.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser(
-        "fetch",
-        help="download emotions.csv from Kaggle, or build the offline sample without credentials",
-        description="Download birdy654/eeg-brainwave-dataset-feeling-emotions (emotions.csv) with Kaggle "
-        "credentials (KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json); otherwise build the offline sample.",
-    )
-    fetch.add_argument("--out", type=Path, default=None, help="where to write the CSV (default: DATA_PATH)")
-    fetch.add_argument("--force", action="store_true", help="replace an existing dataset")
-    fetch.add_argument("--seed", type=int, default=None, help="seed of the offline sample (default: SEED)")
-    validate = commands.add_parser(
-        "validate",
-        help="check a CSV and print a short summary",
-        description="Load and split a CSV as the pipeline would and print rows, features, classes, source "
-        "and the split; exit non-zero with one line naming the problem otherwise.",
-    )
-    validate.add_argument("path", type=Path, help="the CSV file")
-    validate.add_argument(
-        "--label-column", default=None, help="name of the label column (default: LABEL_COLUMN)"
-    )
-    validate.add_argument(
-        "--missing",
-        choices=MISSING_POLICIES,
-        default=None,
-        help="drop rows with missing values or reject the file (default: MISSING_VALUES)",
-    )
-    validate.add_argument(
-        "--min-class-rows",
-        type=int,
-        default=None,
-        help="fewest rows a class may have (default: CV_FOLDS, the number of cross-validation folds)",
-    )
-    validate.add_argument(
-        "--cv-folds",
-        type=int,
-        default=None,
-        help="check that the split (SPLIT_PROTOCOL, TEST_SIZE, SEED) leaves every class enough training "
-        "rows for this many CV folds (default: CV_FOLDS)",
-    )
-    return parser
+@click.group(
+    "data",
+    help="Fetch the EEG emotions dataset, or validate any classification CSV.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def cli() -> None:
+    """`python -m modules data`."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m modules data`."""
-    args = _parser().parse_args(argv)
+@cli.command(
+    "fetch",
+    short_help="download emotions.csv from Kaggle, or build the offline sample without credentials",
+    help="Download birdy654/eeg-brainwave-dataset-feeling-emotions (emotions.csv) with Kaggle credentials "
+    "(KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json); otherwise build the offline sample.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="where to write the CSV (default: DATA_PATH)"
+)
+@click.option("--force", is_flag=True, help="replace an existing dataset")
+@click.option("--seed", type=int, default=None, help="seed of the offline sample (default: SEED)")
+def fetch_command(out: Path | None, force: bool, seed: int | None) -> None:
     from modules.settings import get_settings
 
     settings = get_settings()
-    if args.command == "fetch":
-        out = args.out or settings.data_path
-        fetch_dataset(out, force=args.force, seed=settings.seed if args.seed is None else args.seed)
-        return 0
-    from modules.data.splitting import make_split
+    fetch_dataset(out or settings.data_path, force=force, seed=settings.seed if seed is None else seed)
 
-    cv_folds = settings.cv_folds if args.cv_folds is None else args.cv_folds
+
+@cli.command(
+    "validate",
+    short_help="check a CSV and print a short summary",
+    help="Load and split a CSV as the pipeline would and print rows, features, classes, source and the "
+    "split; exit non-zero with one line naming the problem otherwise.",
+)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--label-column", default=None, help="name of the label column (default: LABEL_COLUMN)")
+@click.option(
+    "--missing",
+    type=click.Choice(MISSING_POLICIES),
+    default=None,
+    help="drop rows with missing values or reject the file (default: MISSING_VALUES)",
+)
+@click.option(
+    "--min-class-rows",
+    type=int,
+    default=None,
+    help="fewest rows a class may have (default: CV_FOLDS, the number of cross-validation folds)",
+)
+@click.option(
+    "--cv-folds",
+    type=int,
+    default=None,
+    help="check that the split (SPLIT_PROTOCOL, TEST_SIZE, SEED) leaves every class enough training rows "
+    "for this many CV folds (default: CV_FOLDS)",
+)
+def validate_command(
+    path: Path,
+    label_column: str | None,
+    missing: str | None,
+    min_class_rows: int | None,
+    cv_folds: int | None,
+) -> None:
+    from modules.data.splitting import make_split
+    from modules.settings import get_settings
+
+    settings = get_settings()
+    cv_folds = settings.cv_folds if cv_folds is None else cv_folds
     dataset = load_dataset(
-        args.path,
-        args.label_column or settings.label_column,
-        missing=args.missing or settings.missing_values,
-        min_class_rows=cv_folds if args.min_class_rows is None else args.min_class_rows,
+        path,
+        label_column or settings.label_column,
+        missing=missing or settings.missing_values,
+        min_class_rows=cv_folds if min_class_rows is None else min_class_rows,
     )
     # The split and its CV folds need more rows per class than the folds alone: check them as tuning will.
     split = make_split(
@@ -249,8 +255,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(dataset.summary())
     print(f"split: {split.describe()}; {cv_folds}-fold cross-validation possible")
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

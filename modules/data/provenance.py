@@ -11,18 +11,17 @@ dataset, pin it and commit the manifest:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from modules.files import write_json_atomically
+import click
+
 from modules.data.loading import DATA_MANIFEST, load_dataset
 from modules.errors import DataValidationError
+from modules.files import write_json_atomically
 from modules.settings import PROJECT_ROOT, Settings
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -148,68 +147,60 @@ def pin_dataset(
     return values
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modules provenance",
-        description="Pin the dataset production trains on (its sha256 in data/manifest.json), "
-        "or check a dataset as the pipeline would before training.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    pin = commands.add_parser(
-        "pin",
-        help="write a dataset's sha256, size and rows into the manifest",
-        description="Load the dataset as the pipeline would, then write its sha256, size and rows "
-        "into the manifest (atomically). Refuses the synthetic sample. Commit the manifest afterwards.",
-    )
-    verify = commands.add_parser(
-        "verify",
-        help="check a dataset against the manifest for PIPELINE_ENV",
-        description="Check a dataset as the pipeline does before training: nothing locally; in "
-        "production (PIPELINE_ENV=production) not the sample and the sha256 pinned in the manifest.",
-    )
-    for command in (pin, verify):
-        command.add_argument("path", type=Path, help="the dataset CSV, e.g. data/emotions.csv")
-        command.add_argument(
-            "--manifest",
-            type=Path,
-            default=DATA_MANIFEST,
-            help=f"the manifest (default: {_shown(DATA_MANIFEST)})",
-        )
-        command.add_argument(
-            "--label-column",
-            default=None,
-            help="label column (default: pin: the manifest's label_column; verify: LABEL_COLUMN)",
-        )
-    return parser
+@click.group(
+    "provenance",
+    help="Pin the dataset production trains on (its sha256 in data/manifest.json), or check a dataset as "
+    "the pipeline would before training.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def cli() -> None:
+    """`python -m modules provenance`."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m modules provenance`."""
-    args = _parser().parse_args(argv)
+def _dataset_options(command: Any) -> Any:
+    command = click.option(
+        "--label-column",
+        default=None,
+        help="label column (default: pin: the manifest's label_column; verify: LABEL_COLUMN)",
+    )(command)
+    command = click.option(
+        "--manifest",
+        type=click.Path(path_type=Path),
+        default=DATA_MANIFEST,
+        help=f"the manifest (default: {_shown(DATA_MANIFEST)})",
+    )(command)
+    return click.argument("path", type=click.Path(path_type=Path))(command)
+
+
+@cli.command(
+    "pin",
+    short_help="write a dataset's sha256, size and rows into the manifest",
+    help="Load the dataset as the pipeline would, then write its sha256, size and rows into the manifest "
+    "(atomically). Refuses the synthetic sample. Commit the manifest afterwards.",
+)
+@_dataset_options
+def pin_command(path: Path, manifest: Path, label_column: str | None) -> None:
+    values = pin_dataset(path, manifest=manifest, label_column=label_column)
+    print(
+        f"Pinned {_shown(path)} (sha256 {values['sha256'][:_SHOWN]}..., {values['rows']} rows) "
+        f"in {_shown(manifest)}; commit it."
+    )
+
+
+@cli.command(
+    "verify",
+    short_help="check a dataset against the manifest for PIPELINE_ENV",
+    help="Check a dataset as the pipeline does before training: nothing locally; in production "
+    "(PIPELINE_ENV=production) not the sample and the sha256 pinned in the manifest.",
+)
+@_dataset_options
+def verify_command(path: Path, manifest: Path, label_column: str | None) -> None:
     from modules.settings import get_settings
 
     settings = get_settings()
-    if args.command == "pin":
-        values = pin_dataset(args.path, manifest=args.manifest, label_column=args.label_column)
-        print(
-            f"Pinned {_shown(args.path)} (sha256 {values['sha256'][:_SHOWN]}..., {values['rows']} rows) "
-            f"in {_shown(args.manifest)}; commit it."
-        )
-        return 0
-    dataset = load_dataset(args.path, args.label_column or settings.label_column)
+    dataset = load_dataset(path, label_column or settings.label_column)
     print(
         verify_for_environment(
-            settings,
-            data_path=args.path,
-            digest=dataset.digest,
-            source=dataset.source,
-            manifest=args.manifest,
+            settings, data_path=path, digest=dataset.digest, source=dataset.source, manifest=manifest
         )
     )
-    return 0
-
-
-if __name__ == "__main__":
-    from modules.errors import run_cli
-
-    run_cli(main)

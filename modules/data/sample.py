@@ -57,7 +57,6 @@ Command line: `python -m modules sample --out data/emotions.csv [--seed 42] [--f
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -66,10 +65,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import numpy as np
 import pandas as pd
 
-from modules.data.loading import metadata_path
 from modules.data.eeg_features import (
     CSV_FLOAT_FORMAT,
     SAMPLING_RATE,
@@ -78,8 +77,9 @@ from modules.data.eeg_features import (
     format_rows,
     recording_to_rows,
 )
+from modules.data.loading import metadata_path
+from modules.errors import ConfigurationError
 from modules.files import write_atomically
-from modules.errors import ConfigurationError, run_cli
 
 GENERATOR_VERSION = "2"
 STATES = ("NEGATIVE", "NEUTRAL", "POSITIVE")
@@ -460,30 +460,25 @@ def build_sample(
     return SampleInfo(out, metadata_path(out), True, len(rows), len(recordings), seed, timings)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: build the simulated sample dataset."""
-    parser = argparse.ArgumentParser(
-        prog="python -m modules sample",
-        description=(
-            "Build the offline sample of the EEG emotions dataset: simulated Muse recordings "
-            "(2 subjects x 3 states x 3 recordings x 60 s) turned into the 2548 published "
-            "features, with the published header. Deterministic for a given seed."
-        ),
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output CSV (default: DATA_PATH from settings)"
-    )
-    parser.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    parser.add_argument("--force", action="store_true", help="replace an existing file at --out")
-    parser.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS, help="simulated people (default 2)")
-    parser.add_argument(
-        "--repeats", type=int, default=DEFAULT_REPEATS, help="recordings per person and state (default 3)"
-    )
-    parser.add_argument(
-        "--duration-s", type=float, default=DEFAULT_DURATION_S, help="seconds per recording (default 60)"
-    )
-    args = parser.parse_args(argv)
-    out = args.out
+@click.command(
+    "sample",
+    help="Build the offline sample of the EEG emotions dataset: simulated Muse recordings (2 subjects x 3 "
+    "states x 3 recordings x 60 s) turned into the 2548 published features, with the published header. "
+    "Deterministic for a given seed.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="output CSV (default: DATA_PATH)")
+@click.option("--seed", type=int, default=42, show_default=True, help="random seed")
+@click.option("--force", is_flag=True, help="replace an existing file at --out")
+@click.option("--subjects", type=int, default=DEFAULT_SUBJECTS, show_default=True, help="simulated people")
+@click.option(
+    "--repeats", type=int, default=DEFAULT_REPEATS, show_default=True, help="recordings per person and state"
+)
+@click.option(
+    "--duration-s", type=float, default=DEFAULT_DURATION_S, show_default=True, help="seconds per recording"
+)
+def cli(out: Path | None, seed: int, force: bool, subjects: int, repeats: int, duration_s: float) -> None:
+    """`python -m modules sample`: build the simulated sample dataset."""
     if out is None:
         from modules.settings import get_settings
 
@@ -494,11 +489,11 @@ def main(argv: list[str] | None = None) -> int:
 
     info = build_sample(
         out,
-        seed=args.seed,
-        force=args.force,
-        subjects=args.subjects,
-        repeats=args.repeats,
-        duration_s=args.duration_s,
+        seed=seed,
+        force=force,
+        subjects=subjects,
+        repeats=repeats,
+        duration_s=duration_s,
         progress=report,
     )
     print(info.message)
@@ -508,8 +503,3 @@ def main(argv: list[str] | None = None) -> int:
             f"time: simulate {t['simulate']:.1f} s, extract {t['extract']:.1f} s, write {t['write']:.1f} s",
             file=sys.stderr,
         )
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

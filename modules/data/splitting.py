@@ -21,20 +21,20 @@ Command line:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from modules.data.loading import quote_value, read_metadata
-from modules.errors import ConfigurationError, DataValidationError, run_cli
+from modules.errors import ConfigurationError, DataValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -657,36 +657,28 @@ def cv_folds(
     return [(np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)) for train, val in folds]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m modules split",
-        description="Find the recordings of a dataset (named in its metadata, or rebuilt as chains of rows "
-        "whose _b half equals another row's _a half) and show the held-out split the pipeline would make.",
-    )
-    parser.add_argument("path", help="the CSV file")
-    parser.add_argument(
-        "--label-column", default=None, help="name of the label column (default: LABEL_COLUMN)"
-    )
-    parser.add_argument(
-        "--protocol", choices=PROTOCOLS, default=None, help="split protocol (default: SPLIT_PROTOCOL)"
-    )
-    parser.add_argument(
-        "--test-size", type=float, default=None, help="held-out fraction (default: TEST_SIZE)"
-    )
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: SEED)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `python -m modules split`."""
-    args = _parser().parse_args(argv)
+@click.command(
+    "split",
+    help="Find the recordings of a dataset (named in its metadata, or rebuilt as chains of rows whose _b "
+    "half equals another row's _a half) and show the held-out split the pipeline would make.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--label-column", default=None, help="name of the label column (default: LABEL_COLUMN)")
+@click.option(
+    "--protocol", type=click.Choice(PROTOCOLS), default=None, help="split protocol (default: SPLIT_PROTOCOL)"
+)
+@click.option("--test-size", type=float, default=None, help="held-out fraction (default: TEST_SIZE)")
+@click.option("--seed", type=int, default=None, help="random seed (default: SEED)")
+def cli(
+    path: Path, label_column: str | None, protocol: str | None, test_size: float | None, seed: int | None
+) -> None:
+    """`python -m modules split`."""
     from modules.data.loading import load_dataset
     from modules.settings import get_settings
 
     settings = get_settings()
-    dataset = load_dataset(
-        args.path, args.label_column or settings.label_column, missing=settings.missing_values
-    )
+    dataset = load_dataset(path, label_column or settings.label_column, missing=settings.missing_values)
     known = groups_from_metadata(dataset.path, len(dataset.labels), dataset.digest)
     recordings = known.recordings if known else detect_recordings(dataset.features)
     print(known.summary() if known else recordings.summary())
@@ -695,15 +687,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     split = make_split(
         dataset.features,
         dataset.labels,
-        protocol=args.protocol or settings.split_protocol,
-        test_size=settings.test_size if args.test_size is None else args.test_size,
-        seed=settings.seed if args.seed is None else args.seed,
+        protocol=protocol or settings.split_protocol,
+        test_size=settings.test_size if test_size is None else test_size,
+        seed=settings.seed if seed is None else seed,
         recordings=recordings,
         subjects=known.subjects if known else None,
     )
     print(split.describe())
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.commands import exit_code
 from modules.data import eeg_features as ef
 from modules.errors import run_cli
 
@@ -305,9 +306,7 @@ def write_muse_csv(path: Path, seconds: float, columns: tuple[str, ...] = ef.SIG
 
 def run_main(argv: list[str]) -> int:
     """Run the CLI in-process the way `python -m` does; returns the exit code."""
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: ef.main(argv))
-    return exit_info.value.code
+    return exit_code(ef.cli, argv)
 
 
 def test_cli_writes_rows_with_the_published_header(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

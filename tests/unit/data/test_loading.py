@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_wine
 
-from modules.data import loading as data_module
 from modules.data import fetch as dataset_fetch
+from modules.data import loading as data_module
+from modules.data.fetch import cli, fetch_dataset, kaggle_credentials
 from modules.data.loading import (
     WIDE_DATASET_COLUMNS,
     CsvFormat,
@@ -30,8 +31,8 @@ from modules.data.loading import (
     load_dataset,
     read_raw_csv,
 )
-from modules.data.fetch import fetch_dataset, kaggle_credentials, main
 from modules.errors import ConfigurationError, DataValidationError, run_cli
+from tests.commands import run_command
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 HAS_SAMPLE_BUILDER = importlib.util.find_spec("modules.data.sample") is not None
@@ -239,7 +240,7 @@ def test_bad_input_cli_prints_one_error_line_and_exits_nonzero(
 ) -> None:
     make, options, expected = BAD_INPUTS[case]
     with pytest.raises(SystemExit) as stopped:
-        run_cli(lambda: main(_cli_args(make(tmp_path), options)))
+        run_cli(lambda: run_command(cli, _cli_args(make(tmp_path), options)))
     assert stopped.value.code == 2
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
@@ -293,7 +294,7 @@ def test_class_too_small_for_the_split_and_folds_fails_validation(
     path = make(tmp_path)
     assert load_dataset(path, min_class_rows=5).class_counts["C"] == 5  # the old check passes it
     with pytest.raises(SystemExit) as stopped:
-        run_cli(lambda: main(["validate", str(path), "--cv-folds", "5"]))
+        run_cli(lambda: run_command(cli, ["validate", str(path), "--cv-folds", "5"]))
     assert stopped.value.code == 2
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
@@ -303,7 +304,7 @@ def test_class_too_small_for_the_split_and_folds_fails_validation(
 
 def test_a_class_with_one_row_more_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_classes(tmp_path / "six.csv", {"A": 20, "B": 20, "C": 6})
-    assert main(["validate", str(path), "--cv-folds", "5"]) == 0
+    assert run_command(cli, ["validate", str(path), "--cv-folds", "5"]) == 0
     assert "split: random split (seed 42, test_size 0.2): 37 train rows, 9 test rows; 5-fold" in (
         capsys.readouterr().out
     )
@@ -510,7 +511,7 @@ def test_numeric_labels_stay_as_written_when_some_are_missing(tmp_path: Path) ->
 def test_validate_cli_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "wine.csv"
     load_wine(as_frame=True).frame.to_csv(path, index=False)
-    assert main(["validate", str(path), "--label-column", "target"]) == 0
+    assert run_command(cli, ["validate", str(path), "--label-column", "target"]) == 0
     out = capsys.readouterr().out
     assert "rows: 178 (dropped for missing values: 0)" in out
     assert "features: 13" in out
@@ -671,8 +672,8 @@ def test_fetch_with_credentials_but_no_network_reports_one_line(tmp_path: Path) 
 
 
 def test_kaggle_source_comes_from_the_data_manifest(tmp_path):
-    from modules.data.loading import KAGGLE_DATASET, KAGGLE_FILE
     from modules.data.fetch import kaggle_source
+    from modules.data.loading import KAGGLE_DATASET, KAGGLE_FILE
 
     manifest = tmp_path / "manifest.json"
     assert kaggle_source(manifest) == (KAGGLE_DATASET, KAGGLE_FILE)
@@ -684,7 +685,7 @@ def test_kaggle_source_comes_from_the_data_manifest(tmp_path):
 
 
 def test_the_shipped_manifest_names_the_eeg_dataset():
-    from modules.data.loading import DATA_MANIFEST, KAGGLE_DATASET, KAGGLE_FILE
     from modules.data.fetch import kaggle_source
+    from modules.data.loading import DATA_MANIFEST, KAGGLE_DATASET, KAGGLE_FILE
 
     assert kaggle_source(DATA_MANIFEST) == (KAGGLE_DATASET, KAGGLE_FILE)

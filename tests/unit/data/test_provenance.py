@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.commands import run_command
 from modules.data.loading import file_digest
 from modules.errors import DataValidationError
-from modules.data.provenance import main, pin_dataset, verify_for_environment
+from modules.data.provenance import cli, pin_dataset, verify_for_environment
 from modules.settings import load_settings
 
 DIGEST = "3f2a" + "0" * 60
@@ -158,12 +159,12 @@ def test_pin_command_exits_2_with_one_line_on_the_sample(
 
     dataset.with_suffix(".metadata.json").write_text(json.dumps({"source": "sample"}))
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: main(["pin", str(dataset), "--manifest", str(manifest)]))
+        run_cli(lambda: run_command(cli, ["pin", str(dataset), "--manifest", str(manifest)]))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "synthetic sample" in err
 
 
 def test_pin_command_prints_what_it_pinned(dataset: Path, manifest: Path, capsys: pytest.CaptureFixture[str]):
-    assert main(["pin", str(dataset), "--manifest", str(manifest)]) == 0
+    assert run_command(cli, ["pin", str(dataset), "--manifest", str(manifest)]) == 0
     assert f"sha256 {file_digest(dataset)[:12]}..., 8 rows" in capsys.readouterr().out

@@ -13,6 +13,7 @@ import pytest
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import SVC
 
+from tests.commands import exit_code
 from modules.data import sample as sd
 from modules.data.eeg_features import feature_names, published_header, resample_windows
 from modules.errors import ConfigurationError, run_cli
@@ -202,9 +203,7 @@ def test_a_linear_model_recognises_the_state_of_held_out_recordings(tmp_path: Pa
 
 
 def run_main(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: sd.main(argv))
-    return exit_info.value.code
+    return exit_code(sd.cli, argv)
 
 
 def test_cli_builds_with_progress_and_keeps_an_existing_file(

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_wine
 
+from tests.commands import run_command
 from modules.errors import ConfigurationError, DataValidationError
 from modules.data.splitting import (
     CALIBRATION_FOLDS,
@@ -20,7 +21,7 @@ from modules.data.splitting import (
     cv_folds,
     detect_recordings,
     groups_from_metadata,
-    main,
+    cli,
     make_split,
     min_rows_per_class,
     paired_half_columns,
@@ -422,7 +423,7 @@ def test_cli_prints_chains_and_split(tmp_path: Path, capsys: pytest.CaptureFixtu
     table = features.assign(label=labels)
     path = tmp_path / "chained.csv"
     table.to_csv(path, index=False)
-    assert main([str(path), "--test-size", "0.34"]) == 0
+    assert run_command(cli, [str(path), "--test-size", "0.34"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "6 recordings found in 65 rows (59 links): 10-12 rows each (median 10.5)"
     assert out[1] == "recording sizes: 12 rows x 2, 11 rows x 1, 10 rows x 3"
@@ -544,7 +545,7 @@ def test_cli_uses_the_recordings_and_subjects_of_the_metadata(
     path = write_with_metadata(
         tmp_path / "built.csv", features, labels, {"row_recording": names, "row_subject": subjects.tolist()}
     )
-    assert main([str(path), "--protocol", "subject", "--test-size", "0.25"]) == 0
+    assert run_command(cli, [str(path), "--protocol", "subject", "--test-size", "0.25"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("12 recordings named in the metadata") and out[0].endswith("; 4 subjects")
     assert out[2].startswith("subject split (seed 42, test_size 0.25)") and "1 held out" in out[2]
