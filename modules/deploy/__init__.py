@@ -1,0 +1,1 @@
+"""Deploying the flows elsewhere than this machine (Argo Workflows on Kubernetes)."""
