@@ -191,6 +191,9 @@ class Settings:
     # Prediction log of served requests and `make predict` batches (SQLite), rows kept per batch.
     prediction_log_path: Path | None = None
     prediction_log_sample_rows: int = 100
+    # PREDICTION_LOG_URI: where the log goes instead of that file (a path, sqlite:///PATH, or
+    # postgresql://USER@HOST:PORT/DB in production); its password is postgres["prediction_log_password"].
+    prediction_log_uri: str = ""
     # Tracking calls during an outage: retries per request, backoff factor, seconds per attempt.
     tracking_max_retries: int = 3
     tracking_backoff_factor: int = 1
@@ -223,6 +226,11 @@ class Settings:
     def uses_postgres(self) -> bool:
         """True when every POSTGRES_* connection value is set."""
         return all(self.postgres.get(k) for k in ("host", "port", "db", "user", "password"))
+
+    @property
+    def prediction_log_target(self) -> str:
+        """Where the prediction log goes: PREDICTION_LOG_URI, else the SQLite file PREDICTION_LOG_PATH."""
+        return self.prediction_log_uri or str(self.prediction_log_path)
 
     def model_name(self, family: str) -> str:
         """Registered model name of one model family, e.g. `eeg-emotion-svm`."""
@@ -268,6 +276,10 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
             "db": env.get("POSTGRES_DB", ""),
             "user": env.get("POSTGRES_USER", ""),
             "password": env.get("POSTGRES_PASSWORD", ""),
+            # The prediction log's: this process's role, and the two roles `make db_init` creates.
+            "prediction_log_password": env.get("PREDICTION_LOG_PASSWORD", ""),
+            "prediction_writer_password": env.get("PREDICTION_WRITER_PASSWORD", ""),
+            "prediction_reader_password": env.get("PREDICTION_READER_PASSWORD", ""),
         },
         drift_alpha=env_float(env, "DRIFT_ALPHA", 0.01, 0.0, 1.0),
         drift_psi_floor=env_float(env, "DRIFT_PSI_FLOOR", 0.1, 0.0, low_inclusive=True),
@@ -290,6 +302,7 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
             env, "PREDICTION_LOG_PATH", root / "predictions" / "predictions.db", root
         ),
         prediction_log_sample_rows=env_int(env, "PREDICTION_LOG_SAMPLE_ROWS", 100, minimum=1),
+        prediction_log_uri=env.get("PREDICTION_LOG_URI", "").strip(),
         tracking_max_retries=_at_most(
             env, "TRACKING_MAX_RETRIES", env_int(env, "TRACKING_MAX_RETRIES", 3), 10
         ),

@@ -62,16 +62,20 @@ def window_from_csv(path: Path, columns: list[str]) -> Window:
     return Window(frame[columns].astype("float64"), ids, f"{path} ({len(frame)} rows)")
 
 
-def window_from_log(log_path: Path, model_name: str, rows: int) -> Window:
-    """The most recent `rows` logged input rows scored by `model_name` (served or batch)."""
-    from modules.serving.prediction_log import read_prediction_log
+def window_from_log(log_path: str | Path, model_name: str, rows: int, *, password: str = "") -> Window:
+    """The most recent `rows` logged input rows scored by `model_name` (served or batch).
 
-    if not Path(log_path).is_file():
+    `log_path` is a SQLite file or a PostgreSQL location (see `parse_log_location`).
+    """
+    from modules.serving.prediction_log import parse_log_location, read_prediction_log
+
+    location = parse_log_location(log_path)
+    if location.path is not None and not location.path.is_file():
         raise DataValidationError(
             f"{log_path}: no prediction log yet; serve or predict first, or check a CSV with DATA=..."
         )
-    log = read_prediction_log(log_path)
-    log = log[log["model_name"] == model_name]
+    # Every record keeps at least one row, so the newest `rows` records hold the window.
+    log = read_prediction_log(location, model_name=model_name, last=rows, password=password)
     frames, ids, taken = [], [], 0
     for record in log.iloc[::-1].itertuples():
         inputs = json.loads(record.inputs)
@@ -124,7 +128,12 @@ def check_champion(
     if data_path is not None:
         window = window_from_csv(data_path, reference.columns)
     else:
-        window = window_from_log(settings.prediction_log_path, model_name, window_rows)
+        window = window_from_log(
+            settings.prediction_log_target,
+            model_name,
+            window_rows,
+            password=settings.postgres.get("prediction_log_password", ""),
+        )
     model = tracking.load_model(f"models:/{model_name}/{champion.version}")
     predicted = np.asarray(model.predict(window.features[reference.columns])).astype(str)
     feedback = None

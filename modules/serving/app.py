@@ -460,8 +460,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--prediction-log",
-        default=str(settings.prediction_log_path),
-        help="SQLite file of the prediction log; 'off' to log nothing (default: PREDICTION_LOG_PATH, %(default)s)",
+        default=settings.prediction_log_target,
+        help="prediction log: a SQLite file or postgresql://USER@HOST:PORT/DB (password: PREDICTION_LOG_PASSWORD); "
+        "'off' to log nothing (default: PREDICTION_LOG_URI or PREDICTION_LOG_PATH, %(default)s)",
     )
     args = parser.parse_args(argv)
     check_serve_bind(args.host, os.environ)  # before anything is loaded or bound
@@ -473,7 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     model = follower.load_now()  # a tampered or missing model stops here: one line, exit 2
     log = None
     if args.prediction_log != "off":
-        log = open_prediction_log(args.prediction_log, sample_rows=settings.prediction_log_sample_rows)
+        log = open_prediction_log(
+            args.prediction_log,
+            sample_rows=settings.prediction_log_sample_rows,
+            password=settings.postgres.get("prediction_log_password", ""),
+        )
     app = create_app(follower, log, max_body_bytes=args.max_body_bytes)
     print(
         f"Serving {name} v{model.version} ({args.alias}, {len(model.columns)} columns) from {masked} "

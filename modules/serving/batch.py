@@ -316,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from modules.errors import TrackingError
     from modules.models.integrity import ModelIntegrityError, resolve_model
-    from modules.serving.prediction_log import PredictionRecord, new_request_id, open_prediction_log
+    from modules.serving.prediction_log import (
+        PredictionRecord,
+        new_request_id,
+        open_configured_prediction_log,
+    )
     from modules.settings import get_settings
     from modules.tracking import client as tracking
 
@@ -376,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         raise TrackingError(
             reason or f"cannot load {model_uri} from {masked} ({type(exc).__name__}); run `make train` first"
         ) from None
-    log = open_prediction_log(settings.prediction_log_path, sample_rows=settings.prediction_log_sample_rows)
+    log = open_configured_prediction_log(settings)
     try:
         pinned = resolve_model(model_uri)  # the version the alias named when it was loaded
         model_name, model_version = pinned.name or model_uri, pinned.version
@@ -404,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stats = log.close()
     if stats.failed or stats.dropped:  # reported, never fatal: the predictions are written
-        print(f"warning: prediction log {settings.prediction_log_path}: not written ({stats.last_error})")
+        print(f"warning: prediction log {settings.prediction_log_target}: not written ({stats.last_error})")
     accuracy = "" if summary["accuracy"] is None else f", accuracy {summary['accuracy']:.4f}"
     print(f"Scored {summary['rows']} rows of {args.data} with {model_uri}{accuracy}: {summary['out_path']}")
     return 0

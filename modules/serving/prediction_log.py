@@ -3,9 +3,14 @@
 Appending never slows or fails a prediction: `PredictionLog.append` puts the record on a
 bounded queue and returns; one background thread turns records into rows and writes them in
 batches through a `PredictionLogWriter`. A record that cannot be queued (the queue is full) or
-written (the store refuses it) is counted in `stats()`, never raised. Locally the writer is
-SQLite (`SQLitePredictionLogWriter`); a PostgreSQL writer only has to implement the same two
-methods on the same row shape (`PredictionRecord.to_row`).
+written (the store refuses it, the server is down) is counted in `stats()`, never raised.
+
+Where the log lives is one location string (PREDICTION_LOG_URI, else PREDICTION_LOG_PATH): a file
+path or `sqlite:///PATH` locally (`SQLitePredictionLogWriter`), `postgresql://USER@HOST:PORT/DB`
+in production (`PostgresPredictionLogWriter`: the tables of the `predictions` schema that
+`make db_init` creates, written by the INSERT-only `prediction_writer` role). The password is
+never in the location: it comes apart (PREDICTION_LOG_PASSWORD). Both backends store the same
+row shape (`PredictionRecord.to_row`) and `read_prediction_log` reads either.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import hashlib
 import io
 import json
 import queue
+import re
 import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +34,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+
+from modules.errors import ConfigurationError, DataValidationError, ServiceUnavailableError
+from modules.tracking.redaction import mask_password
 
 COLUMNS = (
     "logged_at",
@@ -66,6 +76,65 @@ CREATE TABLE IF NOT EXISTS input_columns (
     columns TEXT NOT NULL             -- JSON list of the column names, in the order of `inputs`
 )
 """
+
+
+# The PostgreSQL tables, created by `make db_init` (infra/postgres/prediction_log.sql), not here:
+# the writer role may only insert.
+POSTGRES_SCHEMA = "predictions"
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_EXPECTED = "a file path, sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+
+
+@dataclass(frozen=True)
+class LogLocation:
+    """Where a prediction log lives: a SQLite file (`path`) or a PostgreSQL database (`dsn`)."""
+
+    path: Path | None = None
+    dsn: str | None = None  # a libpq URI without password
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path is not None else str(self.dsn)
+
+
+def parse_log_location(location: str | Path | LogLocation) -> LogLocation:
+    """A file path, `sqlite:///PATH` or `postgresql://USER@HOST[:PORT]/DB`; one-line error otherwise."""
+    if isinstance(location, LogLocation):
+        return location
+    if isinstance(location, Path):
+        return LogLocation(path=location)
+    text = str(location).strip()
+    shown = mask_password(text)
+    if not text:
+        raise ConfigurationError(f"prediction log location is empty: expected {_EXPECTED}")
+    match = _SCHEME.match(text)
+    if match is None:
+        return LogLocation(path=Path(text).expanduser())
+    scheme = match.group(1).lower()
+    if scheme == "sqlite":
+        path = text[len("sqlite:///") :] if text.lower().startswith("sqlite:///") else ""
+        if not path:
+            raise ConfigurationError(f"prediction log {shown!r} names no file: expected sqlite:///PATH")
+        return LogLocation(path=Path(path))
+    if scheme not in _POSTGRES_SCHEMES:
+        raise ConfigurationError(f"prediction log {shown!r}: unknown scheme {scheme!r}; expected {_EXPECTED}")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        host, user, password = parts.hostname, parts.username, parts.password
+    except ValueError as exc:
+        raise ConfigurationError(f"prediction log {shown!r} is not a valid URI ({exc})") from None
+    if password is not None:
+        raise ConfigurationError(
+            f"prediction log {shown!r} holds a password: put it in PREDICTION_LOG_PASSWORD instead"
+        )
+    database = parts.path.lstrip("/")
+    missing = [name for name, value in (("user", user), ("host", host), ("database", database)) if not value]
+    if missing:
+        raise ConfigurationError(
+            f"prediction log {shown!r} lacks its {', '.join(missing)}: expected postgresql://USER@HOST:PORT/DB"
+        )
+    # libpq reads `postgresql://` URIs itself (query options such as sslmode included).
+    return LogLocation(dsn="postgresql://" + text.split("://", 1)[1])
 
 
 def _npy(values: np.ndarray) -> bytes:
@@ -175,6 +244,77 @@ class SQLitePredictionLogWriter:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+class PostgresPredictionLogWriter:
+    """Rows appended to `predictions.predictions` in PostgreSQL, as the INSERT-only writer role.
+
+    Connects on first use and again after any error (a restarted server, a dropped connection),
+    so an outage costs the batches written during it and nothing after. Used from the log's one
+    background thread only; the timeouts bound how long a dead server holds that thread.
+    """
+
+    def __init__(
+        self, dsn: str, password: str = "", *, connect_timeout_s: int = 5, statement_timeout_ms: int = 10_000
+    ) -> None:
+        self.dsn = dsn
+        self._password = password
+        self.connect_timeout_s = connect_timeout_s
+        self.statement_timeout_ms = statement_timeout_ms
+        self._connection: Any = None
+
+    def _connect(self) -> Any:
+        import psycopg2
+
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg2.connect(
+                self.dsn,
+                password=self._password or None,
+                connect_timeout=self.connect_timeout_s,
+                application_name="operational-ml prediction log",
+                options=f"-c statement_timeout={self.statement_timeout_ms}",
+            )
+        return self._connection
+
+    def write(self, rows: list[tuple[Any, ...]], column_sets: dict[str, str]) -> None:
+        import psycopg2
+        from psycopg2.extras import execute_values
+
+        connection = self._connect()
+        inputs = COLUMNS.index("inputs")
+        adapted = [(*row[:inputs], psycopg2.Binary(row[inputs]), *row[inputs + 1 :]) for row in rows]
+        try:
+            with connection.cursor() as cursor:
+                # Without a conflict target DO NOTHING needs INSERT only (a target needs SELECT on it).
+                execute_values(
+                    cursor,
+                    f"INSERT INTO {POSTGRES_SCHEMA}.input_columns (digest, columns) VALUES %s "
+                    "ON CONFLICT DO NOTHING",
+                    list(column_sets.items()),
+                )
+                execute_values(
+                    cursor,
+                    f"INSERT INTO {POSTGRES_SCHEMA}.predictions ({', '.join(COLUMNS)}) VALUES %s",
+                    adapted,
+                )
+            connection.commit()
+        except Exception:
+            self.close()  # start afresh with the next batch, whatever state the session is in
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
+
+
+def open_writer(location: str | Path | LogLocation, password: str = "") -> PredictionLogWriter:
+    """The writer of a location (see `parse_log_location`)."""
+    where = parse_log_location(location)
+    if where.path is not None:
+        return SQLitePredictionLogWriter(where.path)
+    return PostgresPredictionLogWriter(str(where.dsn), password)
 
 
 @dataclass
@@ -313,22 +453,107 @@ class PredictionLog:
             )
 
 
-def open_prediction_log(path: str | Path, *, sample_rows: int = 100) -> PredictionLog:
-    """The local prediction log: a SQLite file at `path`, written by a background thread."""
-    return PredictionLog(SQLitePredictionLogWriter(path), sample_rows=sample_rows)
+def open_prediction_log(
+    location: str | Path | LogLocation, *, sample_rows: int = 100, password: str = ""
+) -> PredictionLog:
+    """The prediction log at `location` (a SQLite file or PostgreSQL), written by a background thread.
 
-
-def read_prediction_log(path: str | Path, *, decoded: bool = False) -> pd.DataFrame:
-    """Every row of a local prediction log, oldest first.
-
-    By default the lists are JSON text, and `inputs` is `{"columns": [...], "data": [[...]]}`
-    as JSON text (what `json.loads` readers such as the monitoring window expect). With
-    `decoded=True`, `inputs` is a DataFrame of the kept rows and `sampled_rows`, `labels`,
-    `probabilities` and `classes` are lists.
+    Nothing is connected here: a database that is down at start costs counted failures, not the
+    start of the server. A malformed location is a one-line `ConfigurationError`.
     """
-    with contextlib.closing(sqlite3.connect(Path(path))) as connection:
-        rows = pd.read_sql_query("SELECT * FROM predictions ORDER BY id", connection)
+    return PredictionLog(open_writer(location, password), sample_rows=sample_rows)
+
+
+def open_configured_prediction_log(settings: Any) -> PredictionLog:
+    """The log the settings name: PREDICTION_LOG_URI (else PREDICTION_LOG_PATH), with its password."""
+    return open_prediction_log(
+        settings.prediction_log_target,
+        sample_rows=settings.prediction_log_sample_rows,
+        password=settings.postgres.get("prediction_log_password", ""),
+    )
+
+
+def _select(model_name: str | None, last: int | None, table: str, mark: str) -> tuple[str, list[Any]]:
+    """The newest `last` rows (of `model_name`), newest first; `mark` is the driver's placeholder."""
+    sql = f"SELECT id, {', '.join(COLUMNS)} FROM {table}"
+    params: list[Any] = []
+    if model_name is not None:
+        sql += f" WHERE model_name = {mark}"
+        params.append(model_name)
+    sql += " ORDER BY id DESC"
+    if last is not None:
+        sql += f" LIMIT {mark}"
+        params.append(int(last))
+    return sql, params
+
+
+def _read_sqlite(path: Path, model_name: str | None, last: int | None) -> tuple[list[tuple], dict[str, str]]:
+    if not path.is_file():
+        raise DataValidationError(f"{path}: no prediction log yet")
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        sql, params = _select(model_name, last, "predictions", "?")
+        rows = connection.execute(sql, params).fetchall()
         names = dict(connection.execute("SELECT digest, columns FROM input_columns").fetchall())
+    return rows, names
+
+
+def _read_postgres(
+    dsn: str, password: str, model_name: str | None, last: int | None
+) -> tuple[list[tuple], dict[str, str]]:
+    import psycopg2
+
+    try:
+        connection = psycopg2.connect(
+            dsn, password=password or None, connect_timeout=10, application_name="operational-ml monitoring"
+        )
+    except psycopg2.OperationalError as exc:
+        reason = " ".join(str(exc).split())
+        raise ServiceUnavailableError(f"prediction log {dsn}: cannot connect ({reason})") from None
+    try:
+        with connection.cursor() as cursor:
+            sql, params = _select(model_name, last, f"{POSTGRES_SCHEMA}.predictions", "%s")
+            cursor.execute(sql, params)
+            found = cursor.fetchall()
+            cursor.execute(f"SELECT digest, columns FROM {POSTGRES_SCHEMA}.input_columns")
+            names = dict(cursor.fetchall())
+    except psycopg2.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigurationError(
+            f"prediction log {dsn}: {reason} (run `make db_init`; read as the prediction_reader role)"
+        ) from None
+    finally:
+        connection.close()
+    rows = []
+    for row in found:  # the same shapes as SQLite gives: ISO text for the time, bytes for the inputs
+        row = list(row)
+        row[1] = row[1].astimezone(UTC).isoformat()
+        row[1 + COLUMNS.index("inputs")] = bytes(row[1 + COLUMNS.index("inputs")])
+        rows.append(tuple(row))
+    return rows, names
+
+
+def read_prediction_log(
+    location: str | Path | LogLocation,
+    *,
+    decoded: bool = False,
+    model_name: str | None = None,
+    last: int | None = None,
+    password: str = "",
+) -> pd.DataFrame:
+    """The rows of a prediction log (SQLite file or PostgreSQL), oldest first.
+
+    `model_name` keeps that model's rows and `last` the newest `last` of them (a monitoring
+    window reads only what it needs). By default the lists are JSON text, and `inputs` is
+    `{"columns": [...], "data": [[...]]}` as JSON text (what `json.loads` readers such as the
+    monitoring window expect). With `decoded=True`, `inputs` is a DataFrame of the kept rows and
+    `sampled_rows`, `labels`, `probabilities` and `classes` are lists.
+    """
+    where = parse_log_location(location)
+    if where.path is not None:
+        found, names = _read_sqlite(where.path, model_name, last)
+    else:
+        found, names = _read_postgres(str(where.dsn), password, model_name, last)
+    rows = pd.DataFrame(found[::-1], columns=["id", *COLUMNS])
     columns = {digest: json.loads(text) for digest, text in names.items()}
     frames = [
         pd.DataFrame(np.load(io.BytesIO(blob), allow_pickle=False), columns=columns[digest])

@@ -49,6 +49,8 @@ from modules.tracking.redaction import mask_password
 from modules.tracking.store import make_private_sqlite
 
 INIT_SQL = PROJECT_ROOT / "infra" / "postgres" / "init.sql"
+# The prediction log's schema and roles, applied by db-init right after init.sql.
+PREDICTION_LOG_SQL = PROJECT_ROOT / "infra" / "postgres" / "prediction_log.sql"
 PID_FILE_NAME = "mlflow-server.pid"
 LOG_FILE_NAME = "mlflow-server.log"
 AUTH_CONFIG_NAME = "basic_auth.ini"
@@ -1030,10 +1032,10 @@ def find_postgres_binary(name: str) -> Path:
     )
 
 
-def _psql_quote(value: str) -> str:
+def _psql_quote(value: str, name: str = "POSTGRES_PASSWORD") -> str:
     """Quote a value for a psql meta-command (`\\set`): doubled quotes, escaped backslashes."""
     if "\n" in value or "\r" in value:
-        raise ConfigurationError("POSTGRES_PASSWORD must be a single line")
+        raise ConfigurationError(f"{name} must be a single line")
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
@@ -1044,11 +1046,14 @@ def db_init(
     admin_password: str = "",
     admin_db: str = "postgres",
     init_sql: Path = INIT_SQL,
+    prediction_log_sql: Path | None = PREDICTION_LOG_SQL,
 ) -> str:
     """Apply `infra/postgres/init.sql` as the admin user: database, user, grants. Returns psql's output.
 
-    The names go to psql as `-v` variables; the user's password goes through psql's standard
-    input (`\\set dbpassword`) and the admin's through PGPASSWORD, so neither is in `ps`.
+    Then `prediction_log.sql` (unless None): the `predictions` schema and its writer and reader
+    roles, with PREDICTION_WRITER_PASSWORD and PREDICTION_READER_PASSWORD (unset: unchanged).
+    The names go to psql as `-v` variables; the passwords go through psql's standard input
+    (`\\set dbpassword`) and the admin's through PGPASSWORD, so none is in `ps`.
     """
     _check_postgres_settings(settings)
     if not settings.uses_postgres:
@@ -1079,6 +1084,13 @@ def db_init(
         "-",
     ]
     script = f"\\set dbpassword {_psql_quote(pg['password'])}\n\\i {_psql_quote(str(init_sql))}\n"
+    log_passwords = [pg.get("prediction_writer_password", ""), pg.get("prediction_reader_password", "")]
+    if prediction_log_sql is not None:
+        script += (
+            f"\\set writer_password {_psql_quote(log_passwords[0], 'PREDICTION_WRITER_PASSWORD')}\n"
+            f"\\set reader_password {_psql_quote(log_passwords[1], 'PREDICTION_READER_PASSWORD')}\n"
+            f"\\i {_psql_quote(str(prediction_log_sql))}\n"
+        )
     env = server_environment(config_environment(settings))
     env.setdefault("PGCONNECT_TIMEOUT", "10")  # an unreachable host fails in seconds
     if admin_password:
@@ -1086,7 +1098,7 @@ def db_init(
     else:
         env.pop("PGPASSWORD", None)
     result = subprocess.run(argv, input=script, capture_output=True, text=True, env=env)
-    output = _hide(result.stdout + result.stderr, [pg["password"], admin_password])
+    output = _hide(result.stdout + result.stderr, [pg["password"], admin_password, *log_passwords])
     if result.returncode != 0:
         last = output.strip().splitlines()[-1] if output.strip() else f"exit code {result.returncode}"
         raise TrackingError(
@@ -1267,7 +1279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin_password=options.admin_password,
             admin_db=options.admin_db,
         )
-        _say(f"Database {pg['db']} and user {pg['user']} are ready. Next: make mlflow_server")
+        _say(
+            f"Database {pg['db']} and user {pg['user']} are ready, and the prediction log's schema "
+            "`predictions` with its roles prediction_writer and prediction_reader. Next: make mlflow_server"
+        )
         return 0
     _say(f"Upgrading the MLflow schema of {backend_store_uri(settings)}...")
     output = db_upgrade(settings)

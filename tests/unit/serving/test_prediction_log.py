@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from modules.errors import ConfigurationError, DataValidationError
 from modules.serving.prediction_log import (
+    LogLocation,
+    PostgresPredictionLogWriter,
     PredictionLog,
     PredictionRecord,
     SQLitePredictionLogWriter,
+    open_configured_prediction_log,
     open_prediction_log,
+    open_writer,
+    parse_log_location,
     read_prediction_log,
 )
+from modules.settings import load_settings
 
 
 def _record(rows: int, request_id: str = "r1") -> PredictionRecord:
@@ -104,3 +114,99 @@ def test_by_default_the_inputs_read_back_as_json_columns_and_data(tmp_path):
     inputs = json.loads(row["inputs"])  # the shape modules.monitoring reads
     assert inputs == {"columns": ["x", "y"], "data": [[0.0, 1.0], [2.0, 3.0]]}
     assert json.loads(row["labels"]) == ["NEGATIVE", "POSITIVE"]
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("predictions/p.db", LogLocation(path=Path("predictions/p.db"))),
+        ("/srv/log/p.db", LogLocation(path=Path("/srv/log/p.db"))),
+        ("sqlite:////srv/log/p.db", LogLocation(path=Path("/srv/log/p.db"))),
+        ("sqlite:///p.db", LogLocation(path=Path("p.db"))),
+        (
+            "postgresql://prediction_writer@10.0.0.5:5432/mlflowdata?sslmode=require",
+            LogLocation(dsn="postgresql://prediction_writer@10.0.0.5:5432/mlflowdata?sslmode=require"),
+        ),
+        ("postgresql+psycopg2://w@db/m", LogLocation(dsn="postgresql://w@db/m")),
+        ("postgres://w@db/m", LogLocation(dsn="postgresql://w@db/m")),
+    ],
+)
+def test_a_location_names_its_backend(location, expected):
+    assert parse_log_location(location) == expected
+
+
+def test_the_location_picks_the_writer(tmp_path):
+    assert isinstance(open_writer(tmp_path / "p.db"), SQLitePredictionLogWriter)
+    writer = open_writer("postgresql://prediction_writer@db.internal:5432/mlflowdata", "s3cret")
+    assert isinstance(writer, PostgresPredictionLogWriter)
+    assert writer.dsn == "postgresql://prediction_writer@db.internal:5432/mlflowdata"
+    assert "s3cret" not in writer.dsn  # the password travels apart, never in a printable URI
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("mysql://u@h/db", "unknown scheme 'mysql'"),
+        ("sqlite://", "names no file"),
+        ("postgresql://db.internal/mlflowdata", "lacks its user"),
+        ("postgresql://w@db.internal", "lacks its database"),
+        ("postgresql://w@/mlflowdata", "lacks its host"),
+        ("   ", "is empty"),
+    ],
+)
+def test_a_bad_location_is_one_line_naming_it(location, message):
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        open_prediction_log(location)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_password_in_the_uri_is_refused_without_being_repeated():
+    with pytest.raises(ConfigurationError, match="PREDICTION_LOG_PASSWORD") as caught:
+        parse_log_location("postgresql://prediction_writer:hunter2-secret@db/mlflowdata")
+    assert "hunter2-secret" not in str(caught.value)
+
+
+def test_settings_choose_the_uri_over_the_local_file(tmp_path):
+    local = load_settings(root=tmp_path, env={})
+    assert local.prediction_log_target == str(tmp_path / "predictions" / "predictions.db")
+    production = load_settings(
+        root=tmp_path,
+        env={
+            "PREDICTION_LOG_URI": "postgresql://prediction_writer@db:5432/mlflowdata",
+            "PREDICTION_LOG_PASSWORD": "pw-of-the-writer",
+        },
+    )
+    assert production.prediction_log_target == "postgresql://prediction_writer@db:5432/mlflowdata"
+    log = open_configured_prediction_log(production)
+    try:
+        assert isinstance(log.writer, PostgresPredictionLogWriter)
+        assert log.writer._password == "pw-of-the-writer"
+    finally:
+        log.close()
+
+
+def test_an_unreachable_database_is_counted_not_raised():
+    # Port 1 on loopback refuses at once: the failure is the writer's, the caller never sees it.
+    log = open_prediction_log("postgresql://prediction_writer@127.0.0.1:1/mlflowdata", password="x")
+    log.append(_record(2))
+    stats = log.close()
+    assert (stats.appended, stats.written, stats.failed) == (1, 0, 1)
+    assert stats.last_error.startswith("OperationalError")
+
+
+def test_a_window_reads_the_newest_records_of_one_model(tmp_path):
+    log = open_prediction_log(tmp_path / "p.db")
+    for number in range(5):
+        record = _record(1, f"m-{number}")
+        log.append(record)
+        log.append(replace(record, model_name="other", request_id=f"o-{number}"))
+    log.close()
+    window = read_prediction_log(tmp_path / "p.db", model_name="m", last=2)
+    assert window["request_id"].tolist() == ["m-3", "m-4"]  # oldest first, as the whole log reads
+    assert len(read_prediction_log(tmp_path / "p.db")) == 10
+
+
+def test_reading_a_missing_log_says_so(tmp_path):
+    with pytest.raises(DataValidationError, match="no prediction log yet"):
+        read_prediction_log(tmp_path / "absent.db")
+    assert not (tmp_path / "absent.db").exists()
