@@ -90,7 +90,7 @@ def test_unusable_values_are_one_line_errors_naming_the_setting(env: dict, named
 def test_an_unknown_kind_and_a_missing_profile_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="'tpu'"):
         step_resources("tpu", {})  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="config_nowhere.json does not exist"):
+    with pytest.raises(ConfigurationError, match=r"config_nowhere\.json does not exist"):
         step_resources("cpu", {"METAFLOW_PROFILE": "nowhere", "METAFLOW_HOME": str(tmp_path)})
 
 
