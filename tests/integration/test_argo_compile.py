@@ -1,0 +1,207 @@
+"""`python -m modules.deploy.argo --dry-run`: the flows compiled to Argo Workflows offline, for real.
+
+The command starts gcp-storage-emulator itself (Metaflow uploads the code package even for
+`--only-json`), runs Metaflow's own `argo-workflows create --only-json` on each flow with the GKE
+profile, and stops the emulator. The tests read the JSON it wrote, as a reviewer would.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = json.loads((REPO / "infra" / "metaflow" / "config_gke.json").read_text(encoding="utf-8"))
+FLOW_FILES = {
+    "TuningFlow": REPO / "metaflows_flow" / "tuning_flow.py",
+    "MLPipelineFlow": REPO / "metaflows_flow" / "ml_pipeline_flow.py",
+    "MonitoringFlow": REPO / "metaflows_flow" / "monitoring_flow.py",
+    "ArgoProbeFlow": REPO / "tests" / "integration" / "argo_probe_flow.py",
+}
+STAND_IN = re.compile(r"gcp-storage-emulator on http://127\.0\.0\.1:(\d+) \(pid (\d+)\)")
+
+
+@dataclass
+class DryRun:
+    returncode: int
+    stderr: str
+    out: Path
+
+    def template(self, flow: str) -> dict:
+        return json.loads((self.out / f"{flow}.json").read_text(encoding="utf-8"))
+
+    def stand_in(self) -> tuple[int, int]:
+        """Port and PID of the emulator the command started, from its progress line."""
+        found = STAND_IN.search(self.stderr)
+        assert found, self.stderr
+        return int(found.group(1)), int(found.group(2))
+
+
+def dry_run(out: Path, flows: list[Path]) -> DryRun:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("METAFLOW_")}
+    command = [sys.executable, "-m", "modules.deploy.argo", "--dry-run", "--out", str(out)]
+    for flow in flows:
+        command += ["--flow", str(flow)]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return DryRun(result.returncode, result.stderr, out)
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> DryRun:
+    run = dry_run(tmp_path_factory.mktemp("argo"), list(FLOW_FILES.values()))
+    assert run.returncode == 0, run.stderr
+    return run
+
+
+def flow_steps(path: Path) -> set[str]:
+    """Names of the @step methods in a flow file, read from its source (not from the compile)."""
+    steps = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef) and any(
+            isinstance(d, ast.Name) and d.id == "step" for d in node.decorator_list
+        ):
+            steps.add(node.name)
+    return steps
+
+
+def step_templates(template: dict) -> dict[str, dict]:
+    return {
+        t["metadata"]["annotations"]["metaflow/step_name"]: t
+        for t in template["spec"]["templates"]
+        if "container" in t and "metaflow/step_name" in (t.get("metadata") or {}).get("annotations", {})
+    }
+
+
+def environment(container: dict) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container["env"] if item.get("value") is not None}
+
+
+def port_is_closed(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def pid_is_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_every_flow_gets_a_template_file_and_a_progress_line(compiled: DryRun) -> None:
+    written = sorted(p.name for p in compiled.out.iterdir())
+    assert written == sorted([f"{name}.json" for name in FLOW_FILES] + ["TuningFlow-cron.json"])
+    for name, path in FLOW_FILES.items():
+        assert f"WorkflowTemplate {name.lower()} " in compiled.stderr
+        assert f"{path.relative_to(REPO)}: compiling for Argo Workflows" in compiled.stderr
+
+
+@pytest.mark.parametrize("flow", list(FLOW_FILES))
+def test_templates_carry_the_profile_namespace_account_image_and_datastore(
+    compiled: DryRun, flow: str
+) -> None:
+    template = compiled.template(flow)
+    assert template["apiVersion"] == "argoproj.io/v1alpha1"
+    assert template["kind"] == "WorkflowTemplate"
+    assert template["metadata"]["name"] == flow.lower()
+    assert template["metadata"]["namespace"] == PROFILE["METAFLOW_KUBERNETES_NAMESPACE"] == "operational-ml"
+    image = PROFILE["METAFLOW_KUBERNETES_CONTAINER_IMAGE"]
+    assert re.fullmatch(r"[a-z0-9.-]+/[^@:]+@sha256:[0-9a-f]{64}", image), "the image is pinned by digest"
+    code_root = PROFILE["METAFLOW_DATASTORE_SYSROOT_GS"] + f"/{flow}/"
+    assert code_root.startswith("gs://")
+    steps = step_templates(template)
+    assert steps
+    for name, step in steps.items():
+        assert step["serviceAccountName"] == PROFILE["METAFLOW_KUBERNETES_SERVICE_ACCOUNT"], name
+        container = step["container"]
+        assert container["image"] == image, name
+        requests = container["resources"]["requests"]
+        assert float(requests["cpu"]) > 0 and requests["memory"].endswith("M"), (name, requests)
+        # Autopilot caps ephemeral storage well below Metaflow's 10 GB default.
+        assert requests["ephemeral-storage"] == f"{PROFILE['METAFLOW_KUBERNETES_DISK']}M", name
+        env = environment(container)
+        assert env["METAFLOW_DEFAULT_DATASTORE"] == "gs"
+        assert env["METAFLOW_CODE_URL"].startswith(code_root), env["METAFLOW_CODE_URL"]
+        # The tracking server's address reaches every pod from one Kubernetes secret.
+        secrets = [ref["secretRef"]["name"] for ref in container["envFrom"] if ref.get("secretRef")]
+        assert secrets == [PROFILE["METAFLOW_KUBERNETES_SECRETS"]], name
+
+
+@pytest.mark.parametrize("flow", list(FLOW_FILES))
+def test_every_step_of_the_flow_file_is_a_template(compiled: DryRun, flow: str) -> None:
+    expected = flow_steps(FLOW_FILES[flow])
+    assert {"start", "end"} <= expected
+    assert set(step_templates(compiled.template(flow))) == expected
+
+
+def test_gpu_steps_alone_get_a_gpu_the_gke_node_selector_and_the_toleration(compiled: DryRun) -> None:
+    steps = step_templates(compiled.template("ArgoProbeFlow"))
+    gpu = steps["fit_chunk"]
+    assert gpu["container"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert gpu["container"]["resources"]["requests"]["cpu"] == "4"
+    assert gpu["nodeSelector"] == {"cloud.google.com/gke-accelerator": PROFILE["GPU_ACCELERATOR"]}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["tolerations"]
+    for name, step in steps.items():
+        if name != "fit_chunk":
+            assert "nvidia.com/gpu" not in (step["container"]["resources"]["limits"] or {}), name
+            assert not step.get("nodeSelector"), name
+    # kubernetes_step("cpu") sized the start step; the others have Metaflow's defaults.
+    assert steps["start"]["container"]["resources"]["requests"]["cpu"] == "2"
+    assert steps["join"]["container"]["resources"]["requests"]["cpu"] == "1"
+
+
+def test_the_foreach_fans_out_one_pod_per_chunk(compiled: DryRun) -> None:
+    template = compiled.template("ArgoProbeFlow")
+    tasks = [task for t in template["spec"]["templates"] if "dag" in t for task in t["dag"]["tasks"]]
+    fan_out = [task for task in tasks if "withParam" in task]
+    assert len(fan_out) == 1, fan_out
+    assert "num-splits" in fan_out[0]["withParam"]
+
+
+def test_the_weekly_cron_workflow_starts_the_tuning_template(compiled: DryRun) -> None:
+    cron = json.loads((compiled.out / "TuningFlow-cron.json").read_text(encoding="utf-8"))
+    assert cron["apiVersion"] == "argoproj.io/v1alpha1" and cron["kind"] == "CronWorkflow"
+    assert cron["metadata"]["namespace"] == "operational-ml"
+    spec = cron["spec"]
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "pipeline.yml").read_text(encoding="utf-8"))
+    github_crons = [entry["cron"] for entry in workflow[True]["schedule"]]  # YAML reads `on` as True
+    assert spec["schedule"] == "17 4 * * 1" and github_crons == [spec["schedule"]]
+    assert spec["schedule"].split()[2:] == ["*", "*", "1"], "weekly, on Mondays"
+    assert spec["timezone"] == "UTC" and spec["concurrencyPolicy"] == "Forbid"
+    assert spec["workflowSpec"] == {"workflowTemplateRef": {"name": "tuningflow"}}
+    assert cron["metadata"]["name"] != "tuningflow", "Metaflow deletes a CronWorkflow named like the template"
+
+
+def test_the_emulator_is_stopped_after_the_compile(compiled: DryRun) -> None:
+    port, pid = compiled.stand_in()
+    assert f"GCS stand-in stopped (pid {pid})" in compiled.stderr
+    assert port_is_closed(port)
+    assert pid_is_gone(pid)
+
+
+def test_a_flow_that_fails_to_compile_is_one_line_and_the_emulator_still_stops(tmp_path: Path) -> None:
+    broken = tmp_path / "broken_flow.py"
+    broken.write_text("import a_module_that_does_not_exist\n", encoding="utf-8")
+    run = dry_run(tmp_path / "out", [broken])
+    assert run.returncode == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken_flow.py: argo-workflows create failed" in errors[0], run.stderr
+    assert "a_module_that_does_not_exist" in errors[0]
+    assert "Traceback" not in run.stderr
+    port, pid = run.stand_in()
+    assert port_is_closed(port) and pid_is_gone(pid)
+    assert not list((tmp_path / "out").glob("*.json"))
