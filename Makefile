@@ -33,7 +33,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 CHECKOV_VENV := $(VENV)/tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: help venv install install-dev lock data sample eda tune train run cards predict serve monitor mlflow_ui mlflow_server stop \
+.PHONY: help venv install install-dev lock data sample eda tune train run cards predict predict-recording serve monitor mlflow_ui mlflow_server stop \
 	db_init db_upgrade test test-services test-unit lint format bench clean
 
 help: ## List every target with a one-line description
@@ -108,6 +108,10 @@ cards: install ## Save the latest runs' Metaflow cards as HTML in reports/ (tuni
 
 predict: install ## Score DATA with the champion of MODEL=svm|dnn trained on DATA (or TRAINED_ON=...; MODEL_URI=... for any model)
 	$(REPORTS_ENV) $(PY) -m modules predict $(if $(DATA),"$(DATA)") $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))"))
+
+predict-recording: install ## Label a Muse recording FILE=rec.csv over time with the champion of MODEL trained on TRAINED_ON (OUT=windows.csv)
+	@test -n "$(FILE)" || { echo "error: name the recording: make predict-recording FILE=rec.csv" >&2; exit 2; }
+	$(REPORTS_ENV) $(PY) -m modules predict-recording "$(FILE)" $(if $(OUT),--out "$(OUT)") $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) $(if $(TRAINED_ON),--data-path "$(TRAINED_ON)")) $(if $(SAMPLING_RATE),--sampling-rate $(SAMPLING_RATE))
 
 serve: install ## Serve the champion over HTTP on 127.0.0.1 (MODEL=svm|dnn; PORT=... else SERVE_PORT, 8080)
 	$(PY) -m modules serve --family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))") $(if $(PORT),--port $(PORT))

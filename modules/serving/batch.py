@@ -279,7 +279,9 @@ def score_batch(
     return {"rows": len(output), "out_path": str(out_path), "accuracy": accuracy}
 
 
-def _why_no_alias(model_uri: str, masked_uri: str, promotion_report: Path) -> str | None:
+def _why_no_alias(
+    model_uri: str, masked_uri: str, promotion_report: Path, advice: str = "run `make train` first"
+) -> str | None:
     """One line when `models:/NAME@ALIAS` names no registered model or an alias no version holds.
 
     None for any other URI or failure (then the caller's generic message applies).
@@ -299,7 +301,7 @@ def _why_no_alias(model_uri: str, masked_uri: str, promotion_report: Path) -> st
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             return None
-        return f"no {alias} for {name}: no model of that name is registered in {masked_uri}; run `make train` first"
+        return f"no {alias} for {name}: no model of that name is registered in {masked_uri}; {advice}"
     except Exception:  # an unreachable server: the generic message says where
         return None
     if alias in (registered.aliases or {}):
@@ -310,19 +312,49 @@ def _why_no_alias(model_uri: str, masked_uri: str, promotion_report: Path) -> st
     return f"no version of {name} has the alias {alias!r}"
 
 
+def load_registered_model(
+    settings: Any, model_uri: str, *, advice: str = "run `make train` first"
+) -> tuple[Any, str, str | None]:
+    """Load MODEL_URI from the settings' tracking store, digest-verified: (model, name, version).
+
+    The version is the one the URI named when it was loaded (None when it cannot be told). A
+    model that cannot be loaded is one line saying why, ending in `advice` when no model is
+    registered; a digest mismatch is ModelIntegrityError (retraining is not the answer).
+    """
+    from modules.errors import TrackingError
+    from modules.models.integrity import ModelIntegrityError, resolve_model
+    from modules.tracking import client as tracking
+
+    masked = tracking.connect(settings)
+    try:
+        model = tracking.load_model(model_uri)  # only after its files match the registry's digest
+    except ModelIntegrityError:
+        raise  # names the version and what differs: retraining is not the answer
+    except Exception as exc:  # MLflow raises many kinds; the person needs one line
+        report = settings.reports_dir / "promotion.json"
+        if report.is_relative_to(settings.project_root):
+            report = report.relative_to(settings.project_root)
+        reason = _why_no_alias(model_uri, masked, report, advice)
+        raise TrackingError(
+            reason or f"cannot load {model_uri} from {masked} ({type(exc).__name__}); {advice}"
+        ) from None
+    try:
+        pinned = resolve_model(model_uri)  # the version the alias named when it was loaded
+        return model, pinned.name or model_uri, pinned.version
+    except Exception:  # the log names the URI then; the prediction does not depend on it
+        return model, model_uri, None
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m modules predict DATA`: score a CSV with a registered model (the champion by default)."""
     import argparse
 
-    from modules.errors import TrackingError
-    from modules.models.integrity import ModelIntegrityError, resolve_model
     from modules.serving.prediction_log import (
         PredictionRecord,
         new_request_id,
         open_configured_prediction_log,
     )
     from modules.settings import get_settings
-    from modules.tracking import client as tracking
 
     settings = get_settings()
     parser = argparse.ArgumentParser(
@@ -367,25 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_path is not None:
         settings = settings.for_data(args.data_path)
     model_uri = args.model or f"models:/{settings.model_name(args.family)}@champion"
-    masked = tracking.connect(settings)
-    try:
-        model = tracking.load_model(model_uri)  # only after its files match the registry's digest
-    except ModelIntegrityError:
-        raise  # names the version and what differs: retraining is not the answer
-    except Exception as exc:  # MLflow raises many kinds; the person needs one line
-        report = settings.reports_dir / "promotion.json"
-        if report.is_relative_to(settings.project_root):
-            report = report.relative_to(settings.project_root)
-        reason = _why_no_alias(model_uri, masked, report)
-        raise TrackingError(
-            reason or f"cannot load {model_uri} from {masked} ({type(exc).__name__}); run `make train` first"
-        ) from None
+    model, model_name, model_version = load_registered_model(settings, model_uri)
     log = open_configured_prediction_log(settings)
-    try:
-        pinned = resolve_model(model_uri)  # the version the alias named when it was loaded
-        model_name, model_version = pinned.name or model_uri, pinned.version
-    except Exception:  # the log names the URI then; the prediction does not depend on it
-        model_name, model_version = model_uri, None
 
     def log_batch(rows: pd.DataFrame, result: Prediction, latency_ms: float) -> None:
         probabilities = None if result.probabilities is None else np.asarray(result.probabilities)
