@@ -4,7 +4,9 @@ A user created through the Cloud SQL API (`gcloud sql users create`, Terraform's
 google_sql_user) is a member of `cloudsqlsuperuser` with CREATEROLE and CREATEDB. The test
 imitates that on a throwaway PostgreSQL 15, runs init.sql through `make db_init`'s code,
 and checks that the role keeps only what MLflow needs: it can log in to its own database
-and apply MLflow's migrations, and can no longer create roles, databases or schemas.
+and apply MLflow's migrations, and can no longer create roles, databases or schemas. The
+prediction log's writer, made the same way, comes out as plain, and MLflow's role gets no
+rights on the log's schema (infra/postgres/prediction_log.sql, run by the same db_init).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ pytestmark = pytest.mark.integration
 DB = "mlflow_role_check"
 USER = "mlflow_role_check"
 API_PASSWORD = "made-by-the-cloud-sql-api"
+LOG_WRITER = "prediction_writer"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +61,11 @@ def role(cluster: PostgresServer) -> PostgresDatabase:
     run_as_admin(
         cluster,
         f"CREATE ROLE {USER} LOGIN CREATEROLE CREATEDB PASSWORD '{API_PASSWORD}' IN ROLE cloudsqlsuperuser",
+    )
+    # The prediction log's writer, made the same way by someone before `make db_init` knew it.
+    run_as_admin(
+        cluster,
+        f"CREATE ROLE {LOG_WRITER} LOGIN CREATEROLE CREATEDB PASSWORD '{API_PASSWORD}' IN ROLE cloudsqlsuperuser",
     )
     return create_database(cluster, db=DB, user=USER)
 
@@ -103,3 +111,26 @@ def test_init_sql_sets_the_rotated_password(role: PostgresDatabase) -> None:
         psycopg2.connect(host=role.host, port=role.port, dbname=DB, user=USER, password=API_PASSWORD)
     rotated = create_database(role.server, db=DB, user=USER, password="a-rotated-password-0123")
     psycopg2.connect(rotated.dsn).close()
+
+
+def test_the_prediction_log_writer_is_plain_too(role: PostgresDatabase) -> None:
+    (row,) = run_as_admin(
+        role.server,
+        f"SELECT rolcreaterole, rolcreatedb, pg_has_role('{LOG_WRITER}', 'cloudsqlsuperuser', 'MEMBER'), "
+        f"has_database_privilege('{LOG_WRITER}', '{DB}', 'CREATE'), "
+        f"has_database_privilege('{LOG_WRITER}', '{DB}', 'TEMPORARY') FROM pg_roles WHERE rolname = '{LOG_WRITER}'",
+    )
+    assert row == (False, False, False, False, False)
+
+
+def test_the_mlflow_role_gets_no_rights_on_the_prediction_log(role: PostgresDatabase) -> None:
+    (row,) = run_as_admin(
+        role.server,
+        f"SELECT has_schema_privilege('{USER}', 'predictions', 'USAGE'), "
+        f"has_table_privilege('{USER}', 'predictions.predictions', 'SELECT'), "
+        f"has_table_privilege('{USER}', 'predictions.predictions', 'INSERT'), "
+        f"has_schema_privilege('{LOG_WRITER}', 'predictions', 'CREATE'), "
+        f"has_table_privilege('{LOG_WRITER}', 'predictions.predictions', 'INSERT')",
+        database=DB,
+    )
+    assert row == (False, False, False, False, True)
