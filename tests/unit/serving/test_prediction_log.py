@@ -210,3 +210,17 @@ def test_reading_a_missing_log_says_so(tmp_path):
     with pytest.raises(DataValidationError, match="no prediction log yet"):
         read_prediction_log(tmp_path / "absent.db")
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_the_drift_window_reads_the_local_log_through_the_same_reader(tmp_path):
+    from modules.monitoring.check import window_from_log
+
+    log = open_prediction_log(tmp_path / "p.db")
+    for number in range(3):
+        log.append(_record(2, f"m-{number}"))
+    log.close()
+    window = window_from_log(tmp_path / "p.db", "m", 3)
+    assert window.request_ids == ["m-1", "m-2", "m-2"]
+    assert window.features["x"].tolist() == [2.0, 0.0, 2.0]
+    with pytest.raises(DataValidationError, match="serve or predict first"):
+        window_from_log(str(tmp_path / "absent.db"), "m", 3)
