@@ -138,8 +138,8 @@ def test_providers_are_pinned(tf: dict) -> None:
 
 
 def the_provider(tf: dict) -> dict:
-    (provider,) = resources(tf, "google_iam_workload_identity_pool_provider").values()
-    return provider
+    """Production's provider (other providers in the pool admit other environments only)."""
+    return resources(tf, "google_iam_workload_identity_pool_provider")["github"]
 
 
 def condition_with(condition: str, variables: dict[str, str]) -> str:
@@ -217,8 +217,12 @@ def test_the_repository_only_condition_admitted_pull_requests() -> None:
 
 def test_only_the_production_subject_may_impersonate_the_service_account(tf: dict) -> None:
     bindings = resources(tf, "google_service_account_iam_member")
-    (binding,) = [b for b in bindings.values() if b["role"] == "roles/iam.workloadIdentityUser"]
-    assert binding["service_account_id"] == "${google_service_account.pipeline.name}"
+    (binding,) = [
+        b
+        for b in bindings.values()
+        if b["role"] == "roles/iam.workloadIdentityUser"
+        and b["service_account_id"] == "${google_service_account.pipeline.name}"
+    ]
     assert binding["member"] == (
         "principal://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}"
         "/subject/${local.production_subject}"
@@ -320,7 +324,11 @@ def test_artifact_access_is_logged_into_the_log_bucket(tf: dict) -> None:
 
 
 def test_service_account_has_least_privilege(tf: dict) -> None:
-    (project_member,) = resources(tf, "google_project_iam_member").values()
+    (project_member,) = [
+        m
+        for m in resources(tf, "google_project_iam_member").values()
+        if m["member"] == "${local.pipeline_member}"
+    ]
     assert project_member["role"] == "roles/cloudsql.client"
     assert project_member["member"] == "${local.pipeline_member}"
     condition = one(project_member["condition"])["expression"]
@@ -408,7 +416,9 @@ def test_outputs_give_the_workflow_every_repository_variable_it_reads(tf: dict) 
     pipeline = (REPO / ".github" / "workflows" / "pipeline.yml").read_text(encoding="utf-8")
     assert yaml.safe_load(pipeline)
     read_by_workflow = set(re.findall(r"vars\.([A-Z0-9_]+)", pipeline))
-    assert read_by_workflow == set(outputs["github_variables"]["value"])
+    assert read_by_workflow == set(outputs["github_variables"]["value"]) | set(
+        outputs["serving_github_variables"]["value"]
+    )
 
 
 # ------------------------------------------------------------------ state, lock, format, checkov

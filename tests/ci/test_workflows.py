@@ -274,7 +274,7 @@ def test_only_the_pipeline_and_pages_jobs_can_mint_identity_tokens() -> None:
     minting = sorted(
         j for j, job in pipeline["jobs"].items() if job["permissions"].get("id-token") == "write"
     )
-    assert minting == ["migrate", "pages", "pipeline"]
+    assert minting == ["deploy-serving", "image", "migrate", "pages", "pipeline"]
     assert all(job["permissions"].get("id-token") is None for job in load(CI)["jobs"].values())
 
 
@@ -545,7 +545,13 @@ def test_pull_requests_and_branches_run_only_the_rehearsal(context: dict[str, st
 
 @pytest.mark.parametrize("context", PRODUCTION_EVENTS, ids=lambda c: c["github.event_name"])
 def test_main_runs_production_and_not_the_rehearsal(context: dict[str, str]) -> None:
-    assert jobs_that_run(load(PIPELINE), context) == ["migrate", "pages", "pipeline"]
+    assert jobs_that_run(load(PIPELINE), context) == [
+        "deploy-serving",
+        "image",
+        "migrate",
+        "pages",
+        "pipeline",
+    ]
 
 
 def test_the_pull_request_path_has_no_secret_identity_environment_or_migration() -> None:
