@@ -24,7 +24,6 @@ readable by their owner only (0600). `ui` serves the MLflow UI on the embedded s
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ipaddress
 import os
@@ -42,7 +41,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modules.errors import ConfigurationError, TrackingError, run_cli
+import click
+
+from modules.errors import ConfigurationError, TrackingError
 from modules.files import write_atomically
 from modules.settings import PROJECT_ROOT, Settings, env_float, env_int, load_settings, read_environment
 from modules.tracking.redaction import mask_password
@@ -1186,111 +1187,125 @@ def _ui(settings: Settings, host: str | None, port: int | None) -> int:
     return 0  # not reached: execve replaces this process
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line of `make mlflow_server`, `make stop`, `make mlflow_ui`, `make db_init`, `make db_upgrade`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m modules server",
-        description=(
-            "Run the MLflow tracking server of this project: PostgreSQL backend when POSTGRES_* are "
-            "set (SQLite under mlruns/ otherwise), artifacts proxied to MLFLOW_ARTIFACT_ROOT, "
-            "bound to MLFLOW_HOST:MLFLOW_PORT (127.0.0.1:5000). Settings come from the environment "
-            "and .env; see .env.example."
-        ),
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    start = commands.add_parser(
-        "start", help="start the server in the background and wait until GET /health answers"
-    )
-    start.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="seconds to wait for GET /health (default: MLFLOW_SERVER_START_TIMEOUT or 90)",
-    )
-    stop = commands.add_parser("stop", help="stop the server of the PID file and its workers")
-    stop.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="seconds to wait after SIGTERM before SIGKILL (default: MLFLOW_SERVER_STOP_TIMEOUT or 15)",
-    )
-    commands.add_parser("status", help="say whether the server runs and answers (exit 1 when not running)")
-    commands.add_parser(
-        "db-init",
-        help="create the database, user and grants (infra/postgres/init.sql) as POSTGRES_ADMIN_USER",
-    )
-    commands.add_parser("db-upgrade", help="apply MLflow's schema migrations to the backend store")
-    ui = commands.add_parser(
-        "ui", help="serve the MLflow UI on the embedded store of MLFLOW_TRACKING_URI (127.0.0.1 by default)"
-    )
-    ui.add_argument("--host", default=None, help="address to bind (default: MLFLOW_HOST or 127.0.0.1)")
-    ui.add_argument("--port", type=int, default=None, help="port (default: MLFLOW_PORT or 5000)")
-    args = parser.parse_args(argv)
+@click.group(
+    "server",
+    help="Run the MLflow tracking server of this project: PostgreSQL backend when POSTGRES_* are set (SQLite "
+    "under mlruns/ otherwise), artifacts proxied to MLFLOW_ARTIFACT_ROOT, bound to MLFLOW_HOST:MLFLOW_PORT "
+    "(127.0.0.1:5000). Settings come from the environment and .env; see .env.example.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def cli() -> None:
+    """`make mlflow_server`, `make stop`, `make mlflow_ui`, `make db_init`, `make db_upgrade`."""
 
-    settings = load_settings()
-    if args.command == "start":
-        return _start(settings, args.timeout)
-    if args.command == "ui":
-        return _ui(settings, args.host, args.port)
+
+def _exit(code: int) -> None:
+    if code:
+        raise SystemExit(code)
+
+
+@cli.command("start", short_help="start the server in the background and wait until GET /health answers")
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="seconds to wait for GET /health (default: MLFLOW_SERVER_START_TIMEOUT or 90)",
+)
+def start_command(timeout: float | None) -> None:
+    """Start the server in the background and wait until GET /health answers."""
+    _exit(_start(load_settings(), timeout))
+
+
+@cli.command("ui", short_help="serve the MLflow UI on the embedded store of MLFLOW_TRACKING_URI")
+@click.option("--host", default=None, help="address to bind (default: MLFLOW_HOST or 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="port (default: MLFLOW_PORT or 5000)")
+def ui_command(host: str | None, port: int | None) -> None:
+    """Serve the MLflow UI on the embedded store of MLFLOW_TRACKING_URI (127.0.0.1 by default)."""
+    _exit(_ui(load_settings(), host, port))
+
+
+def _options_without_secrets(settings: Settings) -> ServerOptions:
     # Only `start` needs the auth settings: stopping or checking a server never asks for its secrets.
-    options = load_server_options(config_environment(settings), check_auth=False)
-    if args.command == "stop":
-        timeout = options.stop_timeout if args.timeout is None else args.timeout
-        result = stop_server(settings, timeout=timeout)
-        if result.leader is not None:
-            _say(f"Stopped the MLflow tracking server (pid {result.leader}) and its workers.")
-        elif result.others:
-            _say(
-                f"Stopped {len(result.others)} leftover processes of the MLflow tracking server on port "
-                f"{result.port} (pids {_pid_list(result.others)}); its main process had already exited."
-            )
-        else:
-            _say("MLflow tracking server not running (no live server in the PID file).")
-        if result.foreign:
-            _say(
-                f"Port {result.port} is in use by {_describe_foreign(result.foreign)}, which "
-                "`make mlflow_server` did not start: left alone."
-            )
-        return 0
-    if args.command == "status":
-        status = server_status(settings)
-        if status.running:
-            health = "healthy" if status.healthy else "not answering GET /health"
-            _say(f"MLflow tracking server running at {status.url} (pid {status.pid}, {health}).")
-            return 0
-        if status.leftovers:
-            _say(
-                f"MLflow tracking server not running, but {len(status.leftovers)} of its processes "
-                f"(pids {_pid_list(status.leftovers)}) still hold port {status.port}: `make stop` ends them."
-            )
-        else:
-            _say("MLflow tracking server not running.")
-        if status.foreign:
-            _say(f"Port {status.port} is in use by {_describe_foreign(status.foreign)}.")
-        return 1
-    if args.command == "db-init":
-        pg = settings.postgres
+    return load_server_options(config_environment(settings), check_auth=False)
+
+
+@cli.command("stop", short_help="stop the server of the PID file and its workers")
+@click.option(
+    "--timeout",
+    type=float,
+    default=None,
+    help="seconds to wait after SIGTERM before SIGKILL (default: MLFLOW_SERVER_STOP_TIMEOUT or 15)",
+)
+def stop_command(timeout: float | None) -> None:
+    """Stop the server of the PID file and its workers."""
+    settings = load_settings()
+    options = _options_without_secrets(settings)
+    result = stop_server(settings, timeout=options.stop_timeout if timeout is None else timeout)
+    if result.leader is not None:
+        _say(f"Stopped the MLflow tracking server (pid {result.leader}) and its workers.")
+    elif result.others:
         _say(
-            f"Applying {_relative(INIT_SQL, PROJECT_ROOT)} to {pg['host']}:{pg['port']} as {options.admin_user}..."
+            f"Stopped {len(result.others)} leftover processes of the MLflow tracking server on port "
+            f"{result.port} (pids {_pid_list(result.others)}); its main process had already exited."
         )
-        db_init(
-            settings,
-            admin_user=options.admin_user,
-            admin_password=options.admin_password,
-            admin_db=options.admin_db,
-        )
+    else:
+        _say("MLflow tracking server not running (no live server in the PID file).")
+    if result.foreign:
         _say(
-            f"Database {pg['db']} and user {pg['user']} are ready, and the prediction log's schema "
-            "`predictions` with its roles prediction_writer and prediction_reader. Next: make mlflow_server"
+            f"Port {result.port} is in use by {_describe_foreign(result.foreign)}, which "
+            "`make mlflow_server` did not start: left alone."
         )
-        return 0
+
+
+@cli.command("status", short_help="say whether the server runs and answers (exit 1 when not running)")
+def status_command() -> None:
+    """Say whether the server runs and answers (exit 1 when not running)."""
+    status = server_status(load_settings())
+    if status.running:
+        health = "healthy" if status.healthy else "not answering GET /health"
+        _say(f"MLflow tracking server running at {status.url} (pid {status.pid}, {health}).")
+        return
+    if status.leftovers:
+        _say(
+            f"MLflow tracking server not running, but {len(status.leftovers)} of its processes "
+            f"(pids {_pid_list(status.leftovers)}) still hold port {status.port}: `make stop` ends them."
+        )
+    else:
+        _say("MLflow tracking server not running.")
+    if status.foreign:
+        _say(f"Port {status.port} is in use by {_describe_foreign(status.foreign)}.")
+    raise SystemExit(1)
+
+
+@cli.command(
+    "db-init",
+    short_help="create the database, user and grants (infra/postgres/init.sql) as POSTGRES_ADMIN_USER",
+)
+def db_init_command() -> None:
+    """Create the database, user and grants (infra/postgres/init.sql) as POSTGRES_ADMIN_USER."""
+    settings = load_settings()
+    options = _options_without_secrets(settings)
+    pg = settings.postgres
+    _say(
+        f"Applying {_relative(INIT_SQL, PROJECT_ROOT)} to {pg['host']}:{pg['port']} as {options.admin_user}..."
+    )
+    db_init(
+        settings,
+        admin_user=options.admin_user,
+        admin_password=options.admin_password,
+        admin_db=options.admin_db,
+    )
+    _say(
+        f"Database {pg['db']} and user {pg['user']} are ready, and the prediction log's schema "
+        "`predictions` with its roles prediction_writer and prediction_reader. Next: make mlflow_server"
+    )
+
+
+@cli.command("db-upgrade", short_help="apply MLflow's schema migrations to the backend store")
+def db_upgrade_command() -> None:
+    """Apply MLflow's schema migrations to the backend store."""
+    settings = load_settings()
     _say(f"Upgrading the MLflow schema of {backend_store_uri(settings)}...")
     output = db_upgrade(settings)
     for line in output.strip().splitlines()[-3:]:
         _say(f"  {line}")
     _say("Schema is up to date.")
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

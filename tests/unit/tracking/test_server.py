@@ -27,13 +27,13 @@ from modules.tracking.server import (
     build_server_command,
     check_bind,
     check_database,
+    cli,
     db_upgrade,
     find_server_processes,
     is_process_alive,
     listening_pids,
     load_server_options,
     log_file_path,
-    main,
     pid_file_path,
     process_group_members,
     read_pid_file,
@@ -48,6 +48,7 @@ from modules.tracking.server import (
     write_server_record,
 )
 from modules.tracking.store import check_tracking_server, make_private_sqlite
+from tests.commands import exit_code, run_command
 
 INSTALL_SERVER_SCRIPT = PROJECT_ROOT / "infra" / "postgres" / "install_server.sh"
 PASSWORD = "s3cret'pw@:%/#"
@@ -157,12 +158,12 @@ def test_stop_and_status_need_no_auth_secret(
     monkeypatch.setenv("MLFLOW_AUTH", "basic")
     monkeypatch.setenv("MLFLOW_FLASK_SERVER_SECRET_KEY", "")
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "short")
-    assert main(["stop"]) == 0
+    assert exit_code(cli, ["stop"]) == 0
     assert capsys.readouterr().out == "MLflow tracking server not running (no live server in the PID file).\n"
-    assert main(["status"]) == 1
+    assert exit_code(cli, ["status"]) == 1
     assert capsys.readouterr().out == "MLflow tracking server not running.\n"
     with pytest.raises(ConfigurationError, match="MLFLOW_FLASK_SERVER_SECRET_KEY"):
-        main(["start"])
+        run_command(cli, ["start"])
 
 
 def test_options_defaults() -> None:
@@ -557,7 +558,7 @@ def test_mlflow_ui_keeps_the_store_uri_off_the_command_line(
     monkeypatch.setattr("modules.tracking.server.os.execve", execve)
     monkeypatch.setattr("modules.tracking.server.os.umask", lambda mask: 0o022)
     with pytest.raises(Replaced):
-        main(["ui", "--port", "5077"])
+        run_command(cli, ["ui", "--port", "5077"])
     _, argv, env = launched[0]
     assert argv[1:4] == ["-m", "mlflow", "ui"] and argv[argv.index("--port") + 1] == "5077"
     assert "Ui-S3cret" not in " ".join(argv) and "--backend-store-uri" not in argv
@@ -574,7 +575,7 @@ def test_mlflow_ui_refuses_an_unauthenticated_public_bind(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setattr("modules.tracking.server.os.execve", lambda *args: pytest.fail("must not start"))
     with pytest.raises(ConfigurationError, match="would open the MLflow UI to other machines"):
-        main(["ui", "--host", "0.0.0.0"])
+        run_command(cli, ["ui", "--host", "0.0.0.0"])
     assert not (tmp_path / "mlflow.db").exists()
 
 
