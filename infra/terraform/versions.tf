@@ -10,6 +10,15 @@ terraform {
       source  = "hashicorp/google"
       version = ">= 6.0, < 8.0"
     }
+    # gke.tf / argo.tf (enable_gke): the flows' namespace and Argo Workflows in the cluster.
+    kubernetes = {
+      source  = "hashicorp/kubernetes"
+      version = ">= 2.31, < 3.0"
+    }
+    helm = {
+      source  = "hashicorp/helm"
+      version = ">= 3.0, < 4.0"
+    }
   }
 
   # The state lives in a private, versioned Cloud Storage bucket, never on a laptop.

@@ -1,0 +1,30 @@
+# What infra/metaflow/config_gke.json needs once enable_gke = true (null while it is false).
+
+output "gke_cluster" {
+  description = "Name of the GKE Autopilot cluster."
+  value       = one(google_container_cluster.metaflow[*].name)
+}
+
+output "gke_credentials_command" {
+  description = "The command that points kubectl (and make deploy-argo) at the cluster, through its DNS endpoint."
+  value       = var.enable_gke ? "gcloud container clusters get-credentials ${var.gke_cluster_name} --region ${var.region} --project ${var.project_id} --dns-endpoint" : null
+}
+
+output "metaflow_datastore_root" {
+  description = "METAFLOW_DATASTORE_SYSROOT_GS of the GKE profile."
+  value       = var.enable_gke ? "gs://${google_storage_bucket.metaflow_datastore[0].name}/metaflow" : null
+}
+
+output "metaflow_service_account" {
+  description = "Email of the Google service account the steps act as through Workload Identity."
+  value       = one(google_service_account.metaflow_steps[*].email)
+}
+
+output "metaflow_profile" {
+  description = "Values of infra/metaflow/config_gke.json that Terraform decides (the image digest comes from the image build)."
+  value = var.enable_gke ? {
+    METAFLOW_DATASTORE_SYSROOT_GS       = "gs://${google_storage_bucket.metaflow_datastore[0].name}/metaflow"
+    METAFLOW_KUBERNETES_NAMESPACE       = var.metaflow_namespace
+    METAFLOW_KUBERNETES_SERVICE_ACCOUNT = var.metaflow_kubernetes_service_account
+  } : null
+}

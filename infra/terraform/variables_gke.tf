@@ -1,0 +1,129 @@
+# Inputs of the Kubernetes path (gke.tf, argo.tf): a GKE Autopilot cluster that runs the flows'
+# steps as pods through Metaflow's Argo Workflows integration. Off by default: nothing here is
+# created, and nothing is charged, until enable_gke = true.
+
+variable "enable_gke" {
+  description = "Create the GKE Autopilot cluster, Argo Workflows, the Metaflow datastore bucket and the steps' service accounts (README.md, \"Running on Kubernetes\"). Costs money while the cluster exists."
+  type        = bool
+  default     = false
+}
+
+variable "gke_cluster_name" {
+  description = "Name of the GKE Autopilot cluster (regional, in var.region)."
+  type        = string
+  default     = "operational-ml"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$", var.gke_cluster_name))
+    error_message = "gke_cluster_name must be 1-40 lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "gke_release_channel" {
+  description = "GKE release channel: Google upgrades the control plane and nodes within it (REGULAR is the default balance of new and proven)."
+  type        = string
+  default     = "REGULAR"
+
+  validation {
+    condition     = contains(["RAPID", "REGULAR", "STABLE"], var.gke_release_channel)
+    error_message = "gke_release_channel must be RAPID, REGULAR or STABLE."
+  }
+}
+
+variable "gke_network" {
+  description = "VPC network of the cluster (the project's `default` network unless you have your own)."
+  type        = string
+  default     = "default"
+}
+
+variable "gke_subnetwork" {
+  description = "Subnetwork of the cluster in var.region; null lets GKE use the network's subnet in that region."
+  type        = string
+  nullable    = true
+  default     = null
+}
+
+variable "metaflow_namespace" {
+  description = "Kubernetes namespace of the flows' pods (METAFLOW_KUBERNETES_NAMESPACE in infra/metaflow/config_gke.json)."
+  type        = string
+  default     = "operational-ml"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.metaflow_namespace))
+    error_message = "metaflow_namespace must be a Kubernetes name: lowercase letters, digits and hyphens."
+  }
+}
+
+variable "metaflow_kubernetes_service_account" {
+  description = "Kubernetes service account the steps run as (METAFLOW_KUBERNETES_SERVICE_ACCOUNT); bound through Workload Identity to the Google service account metaflow_service_account_id."
+  type        = string
+  default     = "metaflow-steps"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.metaflow_kubernetes_service_account))
+    error_message = "metaflow_kubernetes_service_account must be a Kubernetes name: lowercase letters, digits and hyphens."
+  }
+}
+
+variable "metaflow_service_account_id" {
+  description = "Account id of the Google service account the steps act as (no key; Workload Identity only)."
+  type        = string
+  default     = "metaflow-steps"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.metaflow_service_account_id))
+    error_message = "metaflow_service_account_id must be 6-30 characters: lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "metaflow_datastore_bucket_name" {
+  description = "Bucket of Metaflow's datastore (artifacts and code packages). Leave unset for PROJECT_ID-metaflow; METAFLOW_DATASTORE_SYSROOT_GS is gs://BUCKET/metaflow."
+  type        = string
+  nullable    = true
+  default     = null
+
+  validation {
+    condition     = var.metaflow_datastore_bucket_name == null || can(regex("^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$", coalesce(var.metaflow_datastore_bucket_name, "ok")))
+    error_message = "metaflow_datastore_bucket_name must be 3-63 characters: lowercase letters, digits, dots, hyphens, underscores."
+  }
+}
+
+variable "metaflow_datastore_retention_days" {
+  description = "Days to keep Metaflow artifacts and code packages; older runs can no longer be resumed or inspected after that."
+  type        = number
+  default     = 180
+
+  validation {
+    condition     = var.metaflow_datastore_retention_days >= 7
+    error_message = "metaflow_datastore_retention_days must be at least 7."
+  }
+}
+
+variable "image_repository" {
+  description = "Artifact Registry repository (in var.region) that holds the pipeline image; the nodes get read access to it alone. null grants nothing (then grant roles/artifactregistry.reader yourself)."
+  type        = string
+  nullable    = true
+  default     = "operational-ml"
+}
+
+variable "argo_workflows_chart_version" {
+  description = "Version of the argo-workflows Helm chart (argoproj/argo-helm). 0.47.5 is Argo Workflows v3.7.11, the last 3.x line, which Metaflow 2.19 targets."
+  type        = string
+  default     = "0.47.5"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.argo_workflows_chart_version))
+    error_message = "argo_workflows_chart_version must be an exact chart version such as 0.47.5, never a range."
+  }
+}
+
+variable "argo_namespace" {
+  description = "Kubernetes namespace of the Argo Workflows controller and server."
+  type        = string
+  default     = "argo"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.argo_namespace))
+    error_message = "argo_namespace must be a Kubernetes name: lowercase letters, digits and hyphens."
+  }
+}

@@ -1,0 +1,244 @@
+"""infra/terraform/{gke,argo,variables_gke,outputs_gke}.tf and infra/metaflow: the Kubernetes path.
+
+Static checks on the parsed HCL (python-hcl2, as tests/ci/test_terraform.py): off by default, no
+project-wide or authoritative IAM, Workload Identity for one Kubernetes service account only, a
+hardened datastore bucket, a pinned Argo chart, and a profile that agrees with the Terraform
+defaults. checkov then scans the folder with enable_gke = true, so that the cluster is judged too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import hcl2
+import pytest
+
+from tests.ci.test_terraform import CHECKOV, OPTIONS, named, one, resources
+
+REPO = Path(__file__).resolve().parents[2]
+TERRAFORM = REPO / "infra" / "terraform"
+GKE_FILES = ("gke.tf", "argo.tf", "variables_gke.tf", "outputs_gke.tf")
+PROFILE = json.loads((REPO / "infra" / "metaflow" / "config_gke.json").read_text(encoding="utf-8"))
+STEPS_MEMBER = "serviceAccount:${google_service_account.metaflow_steps[0].email}"
+NODES_MEMBER = "serviceAccount:${google_service_account.gke_nodes[0].email}"
+AUTHORITATIVE = re.compile(r"^google_\w+_iam_(binding|policy)$")
+
+
+def parse(*names: str) -> dict[str, list]:
+    merged: dict[str, list] = {}
+    for name in names:
+        with (TERRAFORM / name).open(encoding="utf-8") as handle:
+            for kind, blocks in hcl2.load(handle, serialization_options=OPTIONS).items():
+                merged.setdefault(kind, []).extend(blocks)
+    return merged
+
+
+@pytest.fixture(scope="module")
+def gke() -> dict[str, list]:
+    return parse(*GKE_FILES)
+
+
+def all_resources(tf: dict) -> dict[str, dict]:
+    """{TYPE.NAME: body} of every resource."""
+    found = {}
+    for block in tf.get("resource", []):
+        for kind, bodies in block.items():
+            for name, body in bodies.items():
+                found[f"{kind}.{name}"] = body
+    return found
+
+
+def test_enable_gke_is_off_by_default_and_gates_every_resource(gke: dict) -> None:
+    variables = named(gke["variable"])
+    assert variables["enable_gke"]["default"] is False and variables["enable_gke"]["type"] == "bool"
+    assert named(gke["locals"])["gke"] == "${var.enable_gke ? 1 : 0}"
+    everything = all_resources(gke)
+    assert len(everything) >= 15
+    for address, body in everything.items():
+        gate = str(body.get("count", body.get("for_each", "")))
+        assert "local.gke" in gate or "var.enable_gke" in gate, (
+            f"{address} is created with enable_gke = false"
+        )
+
+
+def test_no_authoritative_or_project_wide_grant_to_the_steps(gke: dict) -> None:
+    everything = all_resources(gke)
+    assert not [a for a in everything if AUTHORITATIVE.match(a.split(".")[0])], "authoritative IAM"
+    project_members = resources(gke, "google_project_iam_member")
+    assert set(project_members) == {"metaflow_steps_cloudsql_client", "gke_nodes_default"}
+    steps_sql = project_members["metaflow_steps_cloudsql_client"]
+    assert steps_sql["role"] == "roles/cloudsql.client" and steps_sql["member"] == STEPS_MEMBER
+    expression = one(steps_sql["condition"])["expression"]
+    assert expression == (
+        "resource.type == 'sqladmin.googleapis.com/Instance' && resource.name == "
+        "'projects/${var.project_id}/instances/${google_sql_database_instance.mlflow.name}'"
+    )
+    # The nodes' account gets Google's narrow node role (logs, metrics), nothing of the steps'.
+    nodes = project_members["gke_nodes_default"]
+    assert nodes == {
+        "count": "${local.gke}",
+        "project": "${var.project_id}",
+        "role": "roles/container.defaultNodeServiceAccount",
+        "member": NODES_MEMBER,
+    }
+    for broad in ("roles/owner", "roles/editor", "objectAdmin", "storage.admin", "iam.serviceAccountUser"):
+        assert broad not in str(gke), broad
+
+
+def test_steps_read_and_write_only_the_datastore_and_the_artifact_bucket(gke: dict) -> None:
+    grants = {
+        (m["bucket"], m["role"])
+        for m in resources(gke, "google_storage_bucket_iam_member").values()
+        if m["member"] == STEPS_MEMBER
+    }
+    assert grants == {
+        ("${google_storage_bucket.metaflow_datastore[0].name}", "roles/storage.objectUser"),
+        ("${google_storage_bucket.artifacts.name}", "roles/storage.objectUser"),
+    }
+    (reader,) = resources(gke, "google_artifact_registry_repository_iam_member").values()
+    assert reader["role"] == "roles/artifactregistry.reader" and reader["member"] == NODES_MEMBER
+    assert reader["repository"] == "${var.image_repository}"
+
+
+def test_workload_identity_admits_the_one_kubernetes_service_account(gke: dict) -> None:
+    bindings = [
+        b
+        for b in resources(gke, "google_service_account_iam_member").values()
+        if b["role"] == "roles/iam.workloadIdentityUser"
+    ]
+    assert len(bindings) == 1
+    (binding,) = bindings
+    assert binding["service_account_id"] == "${google_service_account.metaflow_steps[0].name}"
+    assert binding["member"] == "${local.metaflow_workload_identity_member}"
+    member = named(gke["locals"])["metaflow_workload_identity_member"]
+    assert member == (
+        "serviceAccount:${var.project_id}.svc.id.goog"
+        "[${var.metaflow_namespace}/${var.metaflow_kubernetes_service_account}]"
+    )
+    # Filled in, it names one namespace and one account: no wildcard, no whole pool.
+    filled = member.replace("${var.project_id}", "my-mlops-project")
+    filled = filled.replace("${var.metaflow_namespace}", "operational-ml")
+    filled = filled.replace("${var.metaflow_kubernetes_service_account}", "metaflow-steps")
+    assert re.fullmatch(r"serviceAccount:[a-z0-9-]+\.svc\.id\.goog\[[a-z0-9-]+/[a-z0-9-]+\]", filled)
+    assert "principalSet" not in str(gke) and "*" not in member
+    # The Kubernetes side: that account, annotated with the Google account it may act as.
+    (account,) = resources(gke, "kubernetes_service_account_v1").values()
+    metadata = one(account["metadata"])
+    assert metadata["name"] == "${var.metaflow_kubernetes_service_account}"
+    assert metadata["namespace"] == "${kubernetes_namespace_v1.metaflow[0].metadata[0].name}"
+    assert metadata["annotations"] == {
+        "iam.gke.io/gcp-service-account": "${google_service_account.metaflow_steps[0].email}"
+    }
+    assert not resources(gke, "google_service_account_key"), "keys are what Workload Identity replaces"
+
+
+def test_the_cluster_is_autopilot_private_with_workload_identity_and_a_release_channel(gke: dict) -> None:
+    (cluster,) = resources(gke, "google_container_cluster").values()
+    assert cluster["enable_autopilot"] is True
+    assert one(cluster["private_cluster_config"])["enable_private_nodes"] is True
+    assert one(cluster["workload_identity_config"])["workload_pool"] == "${var.project_id}.svc.id.goog"
+    assert one(cluster["release_channel"])["channel"] == "${var.gke_release_channel}"
+    assert named(gke["variable"])["gke_release_channel"]["default"] == "REGULAR"
+    assert one(cluster["master_authorized_networks_config"]) == {}, "no network reaches the IP endpoint"
+    nodes = one(one(cluster["cluster_autoscaling"])["auto_provisioning_defaults"])
+    assert nodes["service_account"] == "${google_service_account.gke_nodes[0].email}"
+
+
+def test_the_datastore_bucket_is_hardened_like_the_artifact_bucket(gke: dict) -> None:
+    bucket = resources(gke, "google_storage_bucket")["metaflow_datastore"]
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert bucket["force_destroy"] is False
+    assert one(bucket["versioning"])["enabled"] is True
+    assert one(bucket["logging"])["log_bucket"] == "${google_storage_bucket.access_logs.name}"
+    conditions = [one(rule["condition"]) for rule in bucket["lifecycle_rule"]]
+    assert {"age": "${var.metaflow_datastore_retention_days}"} in conditions
+    assert {"days_since_noncurrent_time": "${var.noncurrent_version_retention_days}"} in conditions
+
+
+def test_argo_workflows_comes_from_its_chart_pinned_and_watching_the_flows_namespace(gke: dict) -> None:
+    (release,) = resources(gke, "helm_release").values()
+    assert release["repository"] == "https://argoproj.github.io/argo-helm"
+    assert release["chart"] == "argo-workflows"
+    assert release["version"] == "${var.argo_workflows_chart_version}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", named(gke["variable"])["argo_workflows_chart_version"]["default"])
+    values = release["values"][0]
+    assert "workflowNamespaces = [var.metaflow_namespace]" in values
+    assert "serviceAccount = {create = false, name = var.metaflow_kubernetes_service_account}" in values
+    assert 'authModes = ["client"]' in values
+
+
+def test_providers_reach_the_cluster_without_a_token_in_the_state(gke: dict) -> None:
+    providers = named(gke["provider"])
+    assert set(providers) == {"kubernetes", "helm"}
+    assert "token" not in str(providers) and "client_key" not in str(providers)
+    assert one(providers["kubernetes"]["exec"])["command"] == "${local.gke_auth_plugin.command}"
+    assert named(gke["locals"])["gke_auth_plugin"]["command"] == "gke-gcloud-auth-plugin"
+    versions = one(one(parse("versions.tf")["terraform"])["required_providers"])
+    for name in ("kubernetes", "helm"):
+        assert versions[name]["source"] == f"hashicorp/{name}"
+        assert "<" in versions[name]["version"], f"{name} has no upper bound"
+
+
+def test_the_profile_agrees_with_the_terraform_defaults(gke: dict) -> None:
+    variables = named(gke["variable"])
+    assert PROFILE["METAFLOW_KUBERNETES_NAMESPACE"] == variables["metaflow_namespace"]["default"]
+    assert (
+        PROFILE["METAFLOW_KUBERNETES_SERVICE_ACCOUNT"]
+        == variables["metaflow_kubernetes_service_account"]["default"]
+    )
+    example = (TERRAFORM / "terraform.tfvars.example").read_text(encoding="utf-8")
+    project = re.search(r'^project_id\s*=\s*"([^"]+)"', example, re.M).group(1)
+    assert named(gke["locals"])["metaflow_bucket_name"].endswith('"${var.project_id}-metaflow")}')
+    assert PROFILE["METAFLOW_DATASTORE_SYSROOT_GS"] == f"gs://{project}-metaflow/metaflow"
+    assert PROFILE["METAFLOW_DEFAULT_DATASTORE"] == "gs"
+    assert re.search(r"@sha256:[0-9a-f]{64}$", PROFILE["METAFLOW_KUBERNETES_CONTAINER_IMAGE"])
+    assert (
+        f"/{project}/{variables['image_repository']['default']}/"
+        in PROFILE["METAFLOW_KUBERNETES_CONTAINER_IMAGE"]
+    )
+    # Autopilot gives a pod at most 10 GiB of ephemeral storage on general-purpose nodes.
+    assert 0 < int(PROFILE["METAFLOW_KUBERNETES_DISK"]) < 10240
+    assert PROFILE["GPU_STEPS"] == "1"
+
+
+def test_checkov_passes_with_the_cluster_enabled(tmp_path: Path) -> None:
+    if not CHECKOV.exists():
+        pytest.fail(f"checkov is not installed at {CHECKOV}: run `make install-dev`")
+    variables = tmp_path / "gke.tfvars"
+    variables.write_text('enable_gke = true\nproject_id = "my-mlops-project"\n', encoding="utf-8")
+    result = subprocess.run(
+        [
+            str(CHECKOV),
+            *("-d", str(TERRAFORM), "--framework", "terraform", "--skip-download", "--compact"),
+            *("-o", "json", "--var-file", str(variables)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"},
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    report = report[0] if isinstance(report, list) else report
+    assert report["summary"]["parsing_errors"] == 0
+    failed = [
+        f"{c['check_id']} {c['check_name']} on {c['resource']}" for c in report["results"]["failed_checks"]
+    ]
+    assert failed == [], "\n".join(failed)
+    judged = {c["resource"] for c in report["results"]["passed_checks"] + report["results"]["skipped_checks"]}
+    for address in (
+        "google_container_cluster.metaflow[0]",
+        "google_storage_bucket.metaflow_datastore[0]",
+        "google_project_iam_member.metaflow_steps_cloudsql_client[0]",
+        "kubernetes_service_account_v1.metaflow_steps[0]",
+    ):
+        assert address in judged, f"checkov did not judge {address}"
+    for check in report["results"]["skipped_checks"]:
+        reason = check["check_result"].get("suppress_comment") or ""
+        assert len(reason) >= 20, f"{check['check_id']} is skipped without a reason"
