@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import pandas as pd
 
@@ -152,27 +153,26 @@ def check_champion(
     return CheckResult(model_name, str(champion.version), summary, report, window.source, Path(out_dir))
 
 
-def main(argv: list[str] | None = None) -> int:
+@click.command(
+    "drift",
+    help="Print the decision of the last drift check (make monitor writes it to "
+    "REPORTS_DIR/monitoring/drift.json).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--report", type=click.Path(path_type=Path), default=None, help="drift.json (default: the last check's)"
+)
+@click.option("--fail-on-drift", is_flag=True, help="exit 3 when the decision is retrain: yes")
+def cli(report: Path | None, fail_on_drift: bool) -> None:
     """`python -m modules drift [--fail-on-drift]`: the last check's decision (exit 3 on `retrain: yes`)."""
-    import argparse
-
     from modules.settings import get_settings
 
-    parser = argparse.ArgumentParser(
-        prog="python -m modules drift",
-        description="Print the decision of the last drift check (make monitor writes it to "
-        "REPORTS_DIR/monitoring/drift.json).",
-    )
-    parser.add_argument("--report", type=Path, default=None, help="drift.json (default: the last check's)")
-    parser.add_argument(
-        "--fail-on-drift", action="store_true", help="exit 3 when the decision is retrain: yes"
-    )
-    args = parser.parse_args(argv)
-    path = args.report or get_settings().reports_dir / "monitoring" / "drift.json"
+    path = report or get_settings().reports_dir / "monitoring" / "drift.json"
     if not path.is_file():
         raise DataValidationError(f"{path}: no drift check yet; run `make monitor` first")
     decision = json.loads(path.read_text())
     retrain = bool(decision.get("retrain"))
     reasons = "; ".join(decision.get("reasons") or []) or "no threshold crossed"
     print(f"retrain: {'yes' if retrain else 'no'} ({reasons})")
-    return 3 if retrain and args.fail_on_drift else 0
+    if retrain and fail_on_drift:
+        raise SystemExit(3)
