@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
@@ -345,10 +346,47 @@ def load_registered_model(
         return model, model_uri, None
 
 
-def main(argv: list[str] | None = None) -> int:
+@click.command(
+    "predict",
+    help="Score every row of a feature CSV with a registered MLflow model; writes predicted labels. By "
+    "default the champion of the SVM trained on DATA_PATH (e.g. models:/eeg-emotion-svm@champion).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.argument("data", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--family",
+    default=None,
+    help="model family whose champion scores the rows, e.g. svm or dnn (default: svm); its registered name "
+    "follows the settings and --data-path",
+)
+@click.option(
+    "--model",
+    default=None,
+    help="an explicit model URI instead of --family, e.g. models:/eeg-emotion-dnn@champion or models:/NAME/3",
+)
+@click.option(
+    "--data-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="the dataset the models were trained on; names the registered model like the flows do (default: "
+    "DATA_PATH; emotions.csv -> eeg-emotion-FAMILY, digits.csv -> digits-FAMILY)",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="output CSV (default: REPORTS_DIR/predictions.csv)",
+)
+@click.option("--label-column", default=None, help="label column, if present (default: LABEL_COLUMN)")
+def cli(
+    data: Path | None,
+    family: str | None,
+    model: str | None,
+    data_path: Path | None,
+    out: Path | None,
+    label_column: str | None,
+) -> None:
     """`python -m modules predict DATA`: score a CSV with a registered model (the champion by default)."""
-    import argparse
-
     from modules.serving.prediction_log import (
         PredictionRecord,
         new_request_id,
@@ -356,50 +394,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     from modules.settings import get_settings
 
+    if family is not None and model is not None:
+        raise click.UsageError("give --family or --model, not both")
     settings = get_settings()
-    parser = argparse.ArgumentParser(
-        prog="python -m modules predict",
-        description="Score every row of a feature CSV with a registered MLflow model; writes predicted labels. "
-        "By default the champion of the SVM trained on DATA_PATH (e.g. models:/eeg-emotion-svm@champion).",
-    )
-    parser.add_argument(
-        "data",
-        type=Path,
-        nargs="?",
-        default=settings.data_path,
-        help="CSV with the model's feature columns, a label column optional (default: DATA_PATH, %(default)s)",
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--family",
-        default="svm",
-        help="model family whose champion scores the rows, e.g. svm or dnn (default: %(default)s); "
-        "its registered name follows the settings and --data-path",
-    )
-    which.add_argument(
-        "--model",
-        default=None,
-        help="an explicit model URI instead, e.g. models:/eeg-emotion-dnn@champion or models:/NAME/3",
-    )
-    parser.add_argument(
-        "--data-path",
-        type=Path,
-        default=None,
-        help="the dataset the models were trained on; names the registered model like the flows do "
-        "(default: DATA_PATH; emotions.csv -> eeg-emotion-FAMILY, digits.csv -> digits-FAMILY)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=settings.reports_dir / "predictions.csv",
-        help="output CSV (default: %(default)s)",
-    )
-    parser.add_argument("--label-column", default=settings.label_column, help="label column, if present")
-    args = parser.parse_args(argv)
-    if args.data_path is not None:
-        settings = settings.for_data(args.data_path)
-    model_uri = args.model or f"models:/{settings.model_name(args.family)}@champion"
-    model, model_name, model_version = load_registered_model(settings, model_uri)
+    data = data or settings.data_path
+    out = out or settings.reports_dir / "predictions.csv"
+    if data_path is not None:
+        settings = settings.for_data(data_path)
+    model_uri = model or f"models:/{settings.model_name(family or 'svm')}@champion"
+    loaded, model_name, model_version = load_registered_model(settings, model_uri)
     log = open_configured_prediction_log(settings)
 
     def log_batch(rows: pd.DataFrame, result: Prediction, latency_ms: float) -> None:
@@ -419,17 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     try:
-        summary = score_batch(model, args.data, args.out, label_column=args.label_column, on_scored=log_batch)
+        summary = score_batch(
+            loaded, data, out, label_column=label_column or settings.label_column, on_scored=log_batch
+        )
     finally:
         stats = log.close()
     if stats.failed or stats.dropped:  # reported, never fatal: the predictions are written
         print(f"warning: prediction log {settings.prediction_log_target}: not written ({stats.last_error})")
     accuracy = "" if summary["accuracy"] is None else f", accuracy {summary['accuracy']:.4f}"
-    print(f"Scored {summary['rows']} rows of {args.data} with {model_uri}{accuracy}: {summary['out_path']}")
-    return 0
-
-
-if __name__ == "__main__":
-    from modules.errors import run_cli
-
-    run_cli(main)
+    print(f"Scored {summary['rows']} rows of {data} with {model_uri}{accuracy}: {summary['out_path']}")

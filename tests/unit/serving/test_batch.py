@@ -173,12 +173,10 @@ def empty_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pyte
 
 
 def run_prediction_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from modules.errors import run_cli
-    from modules.serving.batch import main
+    from modules.serving.batch import cli
+    from tests.commands import exit_code
 
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: main(args))
-    return exit_info.value.code, capsys.readouterr().err
+    return exit_code(cli, args), capsys.readouterr().err
 
 
 @pytest.mark.slow
