@@ -1,6 +1,6 @@
-"""`python -m modules serve`: see `modules.serving.app.main`."""
+"""`python -m modules.serving` = `python -m modules serve` (see `modules.serving.app.cli`)."""
 
 from modules.errors import run_cli
-from modules.serving.app import main
+from modules.serving.app import cli
 
-run_cli(main)
+run_cli(lambda: cli.main(prog_name="python -m modules serve"))

@@ -26,7 +26,6 @@ columns) and does not verify the digest.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -39,6 +38,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import click
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
@@ -412,7 +412,54 @@ def check_serve_bind(host: str, env: Mapping[str, str]) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+@click.command(
+    "serve",
+    help="Serve models:/NAME@ALIAS over HTTP with MLflow's scoring contract (/invocations, /ping, /health, "
+    "/version, /reload); the model's digest is checked before it is loaded.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option("--family", default=None, help="model family, e.g. svm or dnn (default: svm)")
+@click.option(
+    "--model-name", default=None, help="a registered model name instead of --family, e.g. eeg-emotion-dnn"
+)
+@click.option(
+    "--data-path",
+    default=None,
+    help="the dataset the model was trained on; names the registered model like the flows do (default: "
+    "DATA_PATH; emotions.csv -> eeg-emotion-FAMILY)",
+)
+@click.option("--alias", default="champion", show_default=True, help="the alias to serve and follow")
+@click.option("--host", default=None, help="address to bind (default: SERVE_HOST, 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="port (default: SERVE_PORT)")
+@click.option(
+    "--poll-s",
+    type=float,
+    default=None,
+    help="seconds between looks at the alias; 0 = only on POST /reload (default: SERVE_POLL_S)",
+)
+@click.option(
+    "--max-body-bytes",
+    type=int,
+    default=None,
+    help="larger request bodies get 413 (default: SERVE_MAX_BODY_BYTES)",
+)
+@click.option(
+    "--prediction-log",
+    default=None,
+    help="prediction log: a SQLite file or postgresql://USER@HOST:PORT/DB (password: PREDICTION_LOG_PASSWORD); "
+    "'off' to log nothing (default: PREDICTION_LOG_URI or PREDICTION_LOG_PATH)",
+)
+def cli(
+    family: str | None,
+    model_name: str | None,
+    data_path: str | None,
+    alias: str,
+    host: str | None,
+    port: int | None,
+    poll_s: float | None,
+    max_body_bytes: int | None,
+    prediction_log: str | None,
+) -> None:
     """`python -m modules serve`: serve a registered model's alias over HTTP (what `make serve` runs)."""
     import uvicorn
 
@@ -420,71 +467,33 @@ def main(argv: list[str] | None = None) -> int:
     from modules.settings import get_settings
     from modules.tracking import client as tracking
 
+    if family is not None and model_name is not None:
+        raise click.UsageError("give --family or --model-name, not both")
     settings = get_settings()
-    parser = argparse.ArgumentParser(
-        prog="python -m modules serve",
-        description="Serve models:/NAME@ALIAS over HTTP with MLflow's scoring contract (/invocations, "
-        "/ping, /health, /version, /reload); the model's digest is checked before it is loaded.",
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--family", default="svm", help="model family, e.g. svm or dnn (default: %(default)s)")
-    which.add_argument(
-        "--model-name", default=None, help="a registered model name instead, e.g. eeg-emotion-dnn"
-    )
-    parser.add_argument(
-        "--data-path",
-        default=None,
-        help="the dataset the model was trained on; names the registered model like the flows do "
-        "(default: DATA_PATH; emotions.csv -> eeg-emotion-FAMILY)",
-    )
-    parser.add_argument(
-        "--alias", default="champion", help="the alias to serve and follow (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--host", default=settings.serve_host, help="address to bind (default: SERVE_HOST, %(default)s)"
-    )
-    parser.add_argument(
-        "--port", type=int, default=settings.serve_port, help="port (default: SERVE_PORT, %(default)s)"
-    )
-    parser.add_argument(
-        "--poll-s",
-        type=float,
-        default=settings.serve_poll_s,
-        help="seconds between looks at the alias; 0 = only on POST /reload (default: SERVE_POLL_S, %(default)s)",
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=settings.serve_max_body_bytes,
-        help="larger request bodies get 413 (default: SERVE_MAX_BODY_BYTES, %(default)s)",
-    )
-    parser.add_argument(
-        "--prediction-log",
-        default=settings.prediction_log_target,
-        help="prediction log: a SQLite file or postgresql://USER@HOST:PORT/DB (password: PREDICTION_LOG_PASSWORD); "
-        "'off' to log nothing (default: PREDICTION_LOG_URI or PREDICTION_LOG_PATH, %(default)s)",
-    )
-    args = parser.parse_args(argv)
-    check_serve_bind(args.host, os.environ)  # before anything is loaded or bound
-    if args.data_path is not None:
-        settings = settings.for_data(args.data_path)
-    name = args.model_name or settings.model_name(args.family)
+    host = settings.serve_host if host is None else host
+    port = settings.serve_port if port is None else port
+    poll_s = settings.serve_poll_s if poll_s is None else poll_s
+    max_body_bytes = settings.serve_max_body_bytes if max_body_bytes is None else max_body_bytes
+    prediction_log = prediction_log or settings.prediction_log_target
+    check_serve_bind(host, os.environ)  # before anything is loaded or bound
+    if data_path is not None:
+        settings = settings.for_data(data_path)
+    name = model_name or settings.model_name(family or "svm")
     masked = tracking.connect(settings)
-    follower = AliasFollower(name, args.alias, args.poll_s, load_served_model)
+    follower = AliasFollower(name, alias, poll_s, load_served_model)
     model = follower.load_now()  # a tampered or missing model stops here: one line, exit 2
     log = None
-    if args.prediction_log != "off":
+    if prediction_log != "off":
         log = open_prediction_log(
-            args.prediction_log,
+            prediction_log,
             sample_rows=settings.prediction_log_sample_rows,
             password=settings.postgres.get("prediction_log_password", ""),
         )
-    app = create_app(follower, log, max_body_bytes=args.max_body_bytes)
+    app = create_app(follower, log, max_body_bytes=max_body_bytes)
     print(
-        f"Serving {name} v{model.version} ({args.alias}, {len(model.columns)} columns) from {masked} "
-        f"on http://{args.host}:{args.port}; prediction log: {args.prediction_log}",
+        f"Serving {name} v{model.version} ({alias}, {len(model.columns)} columns) from {masked} "
+        f"on http://{host}:{port}; prediction log: {prediction_log}",
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-    return 0
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -17,6 +17,7 @@ from modules.errors import ConfigurationError
 from modules.models.preprocessing import build_preprocessor
 from modules.serving import app
 from modules.serving.app import AliasFollower, ServedModel, _fitted_columns, _scorers
+from tests.commands import run_command
 
 COLUMNS = ["a_a", "b_a", "c_b"]
 
@@ -149,5 +150,5 @@ def test_the_command_refuses_a_public_bind_before_it_reaches_the_registry(monkey
     reached = []
     monkeypatch.setattr("modules.tracking.client.connect", lambda *a, **k: reached.append("connect"))
     with pytest.raises(ConfigurationError, match=re.escape("SERVE_HOST=0.0.0.0 ")):
-        app.main(["--host", "0.0.0.0", "--prediction-log", "off"])
+        run_command(app.cli, ["--host", "0.0.0.0", "--prediction-log", "off"])
     assert reached == []
