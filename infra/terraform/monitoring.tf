@@ -77,11 +77,21 @@ resource "google_storage_bucket_iam_member" "monitoring_adds_reports" {
 
 # Connect to the MLflow instance only (Cloud SQL Auth Proxy), and log in to it as its IAM
 # database user (cloudsql.instances.login) only.
-resource "google_project_iam_member" "monitoring_cloudsql" {
-  for_each = toset(["roles/cloudsql.client", "roles/cloudsql.instanceUser"])
-
+resource "google_project_iam_member" "monitoring_cloudsql_client" {
   project = var.project_id
-  role    = each.value
+  role    = "roles/cloudsql.client"
+  member  = local.monitoring_member
+
+  condition {
+    title       = "monitoring-only-${var.instance_name}"
+    description = "On the MLflow instance only."
+    expression  = "resource.type == 'sqladmin.googleapis.com/Instance' && resource.name == 'projects/${var.project_id}/instances/${google_sql_database_instance.mlflow.name}'"
+  }
+}
+
+resource "google_project_iam_member" "monitoring_cloudsql_instance_user" {
+  project = var.project_id
+  role    = "roles/cloudsql.instanceUser"
   member  = local.monitoring_member
 
   condition {

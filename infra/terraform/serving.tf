@@ -41,11 +41,21 @@ resource "google_storage_bucket_iam_member" "serving_artifacts" {
 
 # Connect to the MLflow instance (the proxy sidecar) and log in to it as the IAM database
 # user (cloudsql.instances.login), on that instance only.
-resource "google_project_iam_member" "serving_cloudsql" {
-  for_each = toset(["roles/cloudsql.client", "roles/cloudsql.instanceUser"])
-
+resource "google_project_iam_member" "serving_cloudsql_client" {
   project = var.project_id
-  role    = each.value
+  role    = "roles/cloudsql.client"
+  member  = local.serving_member
+
+  condition {
+    title       = "serving-only-${var.instance_name}"
+    description = "On the MLflow instance only."
+    expression  = "resource.type == 'sqladmin.googleapis.com/Instance' && resource.name == 'projects/${var.project_id}/instances/${google_sql_database_instance.mlflow.name}'"
+  }
+}
+
+resource "google_project_iam_member" "serving_cloudsql_instance_user" {
+  project = var.project_id
+  role    = "roles/cloudsql.instanceUser"
   member  = local.serving_member
 
   condition {
@@ -173,7 +183,8 @@ resource "google_cloud_run_v2_service" "serving" {
 
   depends_on = [
     google_project_service.containers,
-    google_project_iam_member.serving_cloudsql,
+    google_project_iam_member.serving_cloudsql_client,
+    google_project_iam_member.serving_cloudsql_instance_user,
   ]
 }
 
