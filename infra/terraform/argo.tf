@@ -85,3 +85,39 @@ resource "helm_release" "argo_workflows" {
 
   depends_on = [kubernetes_service_account_v1.metaflow_steps, google_compute_router_nat.gke]
 }
+
+# Argo Events: how the training flow starts when the tuning flow finishes (@trigger_on_finish).
+# Its controller manages the flows' namespace only.
+resource "helm_release" "argo_events" {
+  count            = local.gke
+  name             = "argo-events"
+  repository       = "https://argoproj.github.io/argo-helm"
+  chart            = "argo-events"
+  version          = var.argo_events_chart_version
+  namespace        = var.argo_events_namespace
+  create_namespace = true
+  atomic           = true
+
+  values = [yamlencode({
+    controller = {
+      rbac = {
+        namespaced       = true
+        managedNamespace = var.metaflow_namespace
+      }
+    }
+  })]
+
+  depends_on = [kubernetes_namespace_v1.metaflow, google_compute_router_nat.gke]
+}
+
+# The event bus, the webhook Metaflow posts finished runs to and the sensors' account, in the
+# flows' namespace (charts/metaflow-events; names as in infra/metaflow/config_gke.json).
+resource "helm_release" "metaflow_events" {
+  count     = local.gke
+  name      = "metaflow-events"
+  chart     = "${path.module}/charts/metaflow-events"
+  namespace = kubernetes_namespace_v1.metaflow[0].metadata[0].name
+  atomic    = true
+
+  depends_on = [helm_release.argo_events]
+}

@@ -127,3 +127,25 @@ variable "argo_namespace" {
     error_message = "argo_namespace must be a Kubernetes name: lowercase letters, digits and hyphens."
   }
 }
+
+variable "argo_events_chart_version" {
+  description = "Version of the argo-events Helm chart (argoproj/argo-helm); 2.4.22 is Argo Events v1.9.10."
+  type        = string
+  default     = "2.4.22"
+
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+$", var.argo_events_chart_version))
+    error_message = "argo_events_chart_version must be an exact chart version such as 2.4.22, never a range."
+  }
+}
+
+variable "argo_events_namespace" {
+  description = "Kubernetes namespace of the Argo Events controller."
+  type        = string
+  default     = "argo-events"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", var.argo_events_namespace))
+    error_message = "argo_events_namespace must be a Kubernetes name: lowercase letters, digits and hyphens."
+  }
+}

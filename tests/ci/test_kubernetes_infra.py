@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hcl2
 import pytest
+import yaml
 
 from tests.ci.test_terraform import CHECKOV, OPTIONS, named, one, resources
 
@@ -161,7 +162,7 @@ def test_the_datastore_bucket_is_hardened_like_the_artifact_bucket(gke: dict) ->
 
 
 def test_argo_workflows_comes_from_its_chart_pinned_and_watching_the_flows_namespace(gke: dict) -> None:
-    (release,) = resources(gke, "helm_release").values()
+    release = resources(gke, "helm_release")["argo_workflows"]
     assert release["repository"] == "https://argoproj.github.io/argo-helm"
     assert release["chart"] == "argo-workflows"
     assert release["version"] == "${var.argo_workflows_chart_version}"
@@ -242,3 +243,70 @@ def test_checkov_passes_with_the_cluster_enabled(tmp_path: Path) -> None:
     for check in report["results"]["skipped_checks"]:
         reason = check["check_result"].get("suppress_comment") or ""
         assert len(reason) >= 20, f"{check['check_id']} is skipped without a reason"
+
+
+# ------------------------------------------------------------------ Argo Events (@trigger_on_finish)
+
+EVENTS_CHART = TERRAFORM / "charts" / "metaflow-events"
+
+
+def render(template: Path, values: dict) -> list[dict]:
+    """The chart's template with its {{ .Values.x }} filled in (all this chart uses), as YAML documents."""
+
+    def fill(match: re.Match) -> str:
+        value = values[match.group(1)]
+        return json.dumps(str(value)) if match.group(2) else str(value)
+
+    text = re.sub(
+        r"\{\{\s*\.Values\.(\w+)\s*(\|\s*quote\s*)?\}\}", fill, template.read_text(encoding="utf-8")
+    )
+    assert "{{" not in text, f"{template.name} uses more than .Values"
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def test_the_events_chart_names_what_the_profile_expects() -> None:
+    values = yaml.safe_load((EVENTS_CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert values["eventBus"] == PROFILE["METAFLOW_ARGO_EVENTS_EVENT_BUS"]
+    assert values["eventSource"] == PROFILE["METAFLOW_ARGO_EVENTS_EVENT_SOURCE"]
+    assert values["event"] == PROFILE["METAFLOW_ARGO_EVENTS_EVENT"]
+    assert values["sensorServiceAccount"] == PROFILE["METAFLOW_ARGO_EVENTS_SERVICE_ACCOUNT"]
+    (source,) = render(EVENTS_CHART / "templates" / "eventsource.yaml", values)
+    webhook = source["spec"]["webhook"][values["event"]]
+    # Kubernetes names an EventSource's service <name>-eventsource-svc.
+    assert PROFILE["METAFLOW_ARGO_EVENTS_WEBHOOK_URL"] == (
+        f"http://{values['eventSource']}-eventsource-svc.{PROFILE['METAFLOW_KUBERNETES_NAMESPACE']}.svc:"
+        f"{webhook['port']}{webhook['endpoint']}"
+    )
+    (bus,) = render(EVENTS_CHART / "templates" / "eventbus.yaml", values)
+    assert bus["kind"] == "EventBus" and bus["spec"]["jetstream"]["replicas"] >= 3
+
+
+def test_sensors_may_only_start_workflows_in_the_flows_namespace() -> None:
+    values = yaml.safe_load((EVENTS_CHART / "values.yaml").read_text(encoding="utf-8"))
+    documents = render(EVENTS_CHART / "templates" / "sensor-rbac.yaml", values)
+    kinds = [d["kind"] for d in documents]
+    assert kinds == ["ServiceAccount", "Role", "RoleBinding"], "a Role, never a ClusterRole"
+    role = documents[1]
+    verbs = {
+        (resource, verb) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"]
+    }
+    assert verbs <= {
+        ("workflows", "create"),
+        ("workflows", "get"),
+        ("workflows", "list"),
+        ("workflowtemplates", "get"),
+        ("workflowtemplates", "list"),
+    }
+    assert all(rule["apiGroups"] == ["argoproj.io"] for rule in role["rules"])
+
+
+def test_argo_events_is_pinned_and_manages_the_flows_namespace_only(gke: dict) -> None:
+    releases = resources(gke, "helm_release")
+    events = releases["argo_events"]
+    assert events["version"] == "${var.argo_events_chart_version}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", named(gke["variable"])["argo_events_chart_version"]["default"])
+    assert "namespaced = true, managedNamespace = var.metaflow_namespace" in events["values"][0]
+    objects = releases["metaflow_events"]
+    assert objects["chart"] == "${path.module}/charts/metaflow-events"
+    assert objects["namespace"] == "${kubernetes_namespace_v1.metaflow[0].metadata[0].name}"
+    assert (EVENTS_CHART / "Chart.yaml").exists()

@@ -29,6 +29,7 @@ FLOW_FILES = {
     "MLPipelineFlow": REPO / "metaflows_flow" / "ml_pipeline_flow.py",
     "MonitoringFlow": REPO / "metaflows_flow" / "monitoring_flow.py",
     "ArgoProbeFlow": REPO / "tests" / "integration" / "argo_probe_flow.py",
+    "ArgoProbeTriggeredFlow": REPO / "tests" / "integration" / "argo_probe_triggered_flow.py",
 }
 STAND_IN = re.compile(r"gcp-storage-emulator on http://127\.0\.0\.1:(\d+) \(pid (\d+)\)")
 
@@ -170,6 +171,22 @@ def test_the_foreach_fans_out_one_pod_per_chunk(compiled: DryRun) -> None:
     fan_out = [task for task in tasks if "withParam" in task]
     assert len(fan_out) == 1, fan_out
     assert "num-splits" in fan_out[0]["withParam"]
+
+
+def test_a_flow_triggered_on_finish_names_its_trigger_and_sensor(compiled: DryRun) -> None:
+    """What MLPipelineFlow gets from @trigger_on_finish(flow="TuningFlow"); the Sensor itself is
+    created by `argo-workflows create` on a cluster (--only-json does not print it)."""
+    annotations = compiled.template("ArgoProbeTriggeredFlow")["metadata"]["annotations"]
+    assert json.loads(annotations["metaflow/triggers"]) == [
+        {"name": "metaflow.ArgoProbeFlow.end", "type": "run"}
+    ]
+    assert annotations["metaflow/sensor_namespace"] == PROFILE["METAFLOW_KUBERNETES_NAMESPACE"]
+    assert annotations["metaflow/sensor_name"] == "argoprobetriggeredflow"
+    assert "metaflow/triggers" not in compiled.template("ArgoProbeFlow")["metadata"]["annotations"]
+    # Every pod knows where to post the event that a run finished.
+    step = step_templates(compiled.template("ArgoProbeFlow"))["end"]
+    env = environment(step["container"])
+    assert env["METAFLOW_ARGO_EVENTS_WEBHOOK_URL"] == PROFILE["METAFLOW_ARGO_EVENTS_WEBHOOK_URL"]
 
 
 def test_the_weekly_cron_workflow_starts_the_tuning_template(compiled: DryRun) -> None:
