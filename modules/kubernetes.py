@@ -19,6 +19,8 @@ Settings (environment variable, else profile key, else default):
   GPU_STEPS=1                              0 runs "gpu" steps without a GPU (clusters without GPUs)
   GPU_COUNT=1                              GPUs per "gpu" step
   GPU_ACCELERATOR=nvidia-l4                GKE's accelerator name, the node selector's value
+  GPU_STEP_IMAGE=(none)                    image of "gpu" steps (docker/Dockerfile.gpu, by digest);
+                                           none: METAFLOW_KUBERNETES_CONTAINER_IMAGE, as the others
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ DEFAULTS: dict[str, str] = {
     "GPU_STEPS": "1",
     "GPU_COUNT": "1",
     "GPU_ACCELERATOR": "nvidia-l4",
+    "GPU_STEP_IMAGE": "",
 }
 _ACCELERATOR_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
@@ -123,12 +126,20 @@ def step_resources(kind: StepKind, env: Mapping[str, str] | None = None) -> dict
         raise ConfigurationError(
             f"GPU_ACCELERATOR={accelerator!r}: expected a GKE accelerator name such as nvidia-l4"
         )
-    return {
-        **resources,
+    resources |= {
         "gpu": int(_positive_number("GPU_COUNT", env, integer=True)),
         "node_selector": {GPU_NODE_SELECTOR_KEY: accelerator},
         "tolerations": [dict(GPU_TOLERATION)],
     }
+    image = setting("GPU_STEP_IMAGE", env).strip()
+    if image:
+        # The CUDA build of the runtime; a tag can move, a digest cannot.
+        if "@sha256:" not in image:
+            raise ConfigurationError(
+                f"GPU_STEP_IMAGE={image!r}: expected an image pinned by digest (...@sha256:...)"
+            )
+        resources["image"] = image
+    return resources
 
 
 def resources_arguments(kind: StepKind, env: Mapping[str, str] | None = None) -> dict[str, Any]:

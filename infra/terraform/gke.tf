@@ -18,9 +18,8 @@ locals {
 
 resource "google_project_service" "gke" {
   for_each = var.enable_gke ? toset([
-    "container.googleapis.com",        # GKE
-    "compute.googleapis.com",          # the cluster's network, router and NAT
-    "artifactregistry.googleapis.com", # the pipeline image
+    "container.googleapis.com", # GKE
+    "compute.googleapis.com",   # the cluster's network, router and NAT
   ]) : toset([])
 
   service            = each.value
@@ -47,12 +46,12 @@ resource "google_project_iam_member" "gke_nodes_default" {
   member  = "serviceAccount:${google_service_account.gke_nodes[0].email}"
 }
 
-# Pull the pipeline image from its repository, and from no other.
+# Pull the pipeline images (artifact_registry.tf) from their repository, and from no other.
 resource "google_artifact_registry_repository_iam_member" "gke_nodes_image_reader" {
-  count      = var.enable_gke && var.image_repository != null ? 1 : 0
+  count      = local.gke
   project    = var.project_id
-  location   = var.region
-  repository = var.image_repository
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
   role       = "roles/artifactregistry.reader"
   member     = "serviceAccount:${google_service_account.gke_nodes[0].email}"
 }

@@ -99,13 +99,6 @@ variable "metaflow_datastore_retention_days" {
   }
 }
 
-variable "image_repository" {
-  description = "Artifact Registry repository (in var.region) that holds the pipeline image; the nodes get read access to it alone. null grants nothing (then grant roles/artifactregistry.reader yourself)."
-  type        = string
-  nullable    = true
-  default     = "operational-ml"
-}
-
 variable "argo_workflows_chart_version" {
   description = "Version of the argo-workflows Helm chart (argoproj/argo-helm). 0.47.5 is Argo Workflows v3.7.11, the last 3.x line, which Metaflow 2.19 targets."
   type        = string

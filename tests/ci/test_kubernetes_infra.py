@@ -102,7 +102,7 @@ def test_steps_read_and_write_only_the_datastore_and_the_artifact_bucket(gke: di
     }
     (reader,) = resources(gke, "google_artifact_registry_repository_iam_member").values()
     assert reader["role"] == "roles/artifactregistry.reader" and reader["member"] == NODES_MEMBER
-    assert reader["repository"] == "${var.image_repository}"
+    assert reader["repository"] == "${google_artifact_registry_repository.images.name}"
 
 
 def test_workload_identity_admits_the_one_kubernetes_service_account(gke: dict) -> None:
@@ -198,10 +198,12 @@ def test_the_profile_agrees_with_the_terraform_defaults(gke: dict) -> None:
     assert PROFILE["METAFLOW_DATASTORE_SYSROOT_GS"] == f"gs://{project}-metaflow/metaflow"
     assert PROFILE["METAFLOW_DEFAULT_DATASTORE"] == "gs"
     assert re.search(r"@sha256:[0-9a-f]{64}$", PROFILE["METAFLOW_KUBERNETES_CONTAINER_IMAGE"])
-    assert (
-        f"/{project}/{variables['image_repository']['default']}/"
-        in PROFILE["METAFLOW_KUBERNETES_CONTAINER_IMAGE"]
-    )
+    repository = named(parse("variables_serving.tf")["variable"])["image_repository_id"]["default"]
+    region = named(parse("variables.tf")["variable"])["region"]["default"]
+    registry = f"{region}-docker.pkg.dev/{project}/{repository}"
+    assert PROFILE["METAFLOW_KUBERNETES_CONTAINER_IMAGE"].startswith(f"{registry}/pipeline@sha256:")
+    assert PROFILE["GPU_STEP_IMAGE"].startswith(f"{registry}/pipeline-gpu@sha256:")
+    assert re.search(r"@sha256:[0-9a-f]{64}$", PROFILE["GPU_STEP_IMAGE"])
     # Autopilot gives a pod at most 10 GiB of ephemeral storage on general-purpose nodes.
     assert 0 < int(PROFILE["METAFLOW_KUBERNETES_DISK"]) < 10240
     assert PROFILE["GPU_STEPS"] == "1"

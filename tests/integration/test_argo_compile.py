@@ -129,7 +129,8 @@ def test_templates_carry_the_profile_namespace_account_image_and_datastore(
     for name, step in steps.items():
         assert step["serviceAccountName"] == PROFILE["METAFLOW_KUBERNETES_SERVICE_ACCOUNT"], name
         container = step["container"]
-        assert container["image"] == image, name
+        on_gpu = "nvidia.com/gpu" in (container["resources"]["limits"] or {})
+        assert container["image"] == (PROFILE["GPU_STEP_IMAGE"] if on_gpu else image), name
         requests = container["resources"]["requests"]
         assert float(requests["cpu"]) > 0 and requests["memory"].endswith("M"), (name, requests)
         # Autopilot caps ephemeral storage well below Metaflow's 10 GB default.
@@ -154,6 +155,7 @@ def test_gpu_steps_alone_get_a_gpu_the_gke_node_selector_and_the_toleration(comp
     gpu = steps["fit_chunk"]
     assert gpu["container"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
     assert gpu["container"]["resources"]["requests"]["cpu"] == "4"
+    assert gpu["container"]["image"] == PROFILE["GPU_STEP_IMAGE"], "the CUDA image, by digest"
     assert gpu["nodeSelector"] == {"cloud.google.com/gke-accelerator": PROFILE["GPU_ACCELERATOR"]}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in gpu["tolerations"]
     for name, step in steps.items():

@@ -58,9 +58,15 @@ def test_environment_overrides_the_profile_which_overrides_the_defaults(tmp_path
     assert "gpu" not in step_resources("gpu", env)
 
 
-def test_the_gke_profile_turns_gpu_steps_on() -> None:
+def test_the_gke_profile_turns_gpu_steps_on_with_the_gpu_image() -> None:
     assert profile_config(GKE_PROFILE)["GPU_STEPS"] == "1"
-    assert step_resources("gpu", GKE_PROFILE)["gpu"] == 1
+    resources = step_resources("gpu", GKE_PROFILE)
+    assert resources["gpu"] == 1
+    assert resources["image"] == profile_config(GKE_PROFILE)["GPU_STEP_IMAGE"]
+    assert "/pipeline-gpu@sha256:" in resources["image"]
+    assert "image" not in step_resources("cpu", GKE_PROFILE), "CPU steps keep the profile's image"
+    assert "image" not in step_resources("gpu", {**GKE_PROFILE, "GPU_STEPS": "0"})
+    assert "image" not in resources_arguments("gpu", GKE_PROFILE), "@resources takes no image"
 
 
 def test_resources_arguments_leave_out_the_placement() -> None:
@@ -78,6 +84,7 @@ def test_resources_arguments_leave_out_the_placement() -> None:
         ({"GPU_COUNT": "0"}, "GPU_COUNT='0'"),
         ({"GPU_STEPS": "maybe"}, "GPU_STEPS='maybe'"),
         ({"GPU_ACCELERATOR": "NVIDIA L4"}, "GPU_ACCELERATOR='NVIDIA L4'"),
+        ({"GPU_STEP_IMAGE": "registry/pipeline-gpu:latest"}, "GPU_STEP_IMAGE='registry/pipeline-gpu:latest'"),
     ],
 )
 def test_unusable_values_are_one_line_errors_naming_the_setting(env: dict, named: str) -> None:
