@@ -2,9 +2,10 @@
 
 For each sample seed it builds the offline sample (`modules.data.sample`, default size) into a
 temporary folder and, for each model family and split protocol, runs the pipeline's own stages
-as the flows do, at the default budgets: `prepare_data`, then `run_svm_tuning` + `train_svm`
-(successive halving over the 36 candidates) or `run_dnn_tuning` + `train_dnn` (keras-tuner, 4
-trials x 15 epochs, final fit for the best trial's best epoch). It prints one row per run (the
+as the flows do, at the default budgets: `prepare_data`, then the family's `tune` and `train`
+from the model-family registry (`modules.models.families`): for the SVM successive halving
+over the 36 candidates, for the DNN keras-tuner (4 trials x 15 epochs, final fit for the best
+trial's best epoch), for the logistic regression a halving search over C. It prints one row per run (the
 held-out accuracy and the majority-class baseline on the same rows), the grouped-vs-random gap
 (the leak a random row split lets in), and whether each grouped figure meets its target: 0.80
 for sample seed 42 (the default sample), 0.75 for other seeds. Exits 1 when a target is missed.
@@ -32,17 +33,10 @@ from sklearn.dummy import DummyClassifier
 
 from modules.data.sample import build_sample
 from modules.errors import ConfigurationError, run_cli
-from modules.models.dnn import best_epoch
-from modules.models.training import (
-    PreparedData,
-    prepare_data,
-    run_dnn_tuning,
-    run_svm_tuning,
-    train_dnn,
-    train_svm,
-)
+from modules.models.families import TuningContext, family_names, get_family
+from modules.models.training import PreparedData, prepare_data
 
-FAMILIES = ("svm", "dnn")
+FAMILIES = tuple(family_names())
 PROTOCOLS = ("grouped", "random")
 DEFAULT_SEEDS = (42, 7, 123)
 # Held-out accuracy the grouped split must reach: the default sample, and any other seed.
@@ -90,34 +84,20 @@ def majority_baseline(data: PreparedData) -> float:
 
 def held_out_accuracy(data: PreparedData, family: str, budgets: Budgets) -> float:
     """Tune and train one family with the pipeline's functions; its held-out accuracy."""
-    seed = budgets.split_seed
-    if family == "svm":
-        tuning = run_svm_tuning(
-            data,
-            cv_folds_count=budgets.cv_folds,
-            max_candidates=budgets.svm_max_candidates,
-            n_jobs=budgets.svm_n_jobs,
-            pca_variance=budgets.pca_variance,
-            seed=seed,
-        )
-        trained = train_svm(data, tuning.best_params, pca_variance=budgets.pca_variance, seed=seed)
-        return trained.evaluation.accuracy
-    tuning = run_dnn_tuning(
-        data,
-        cv_folds_count=budgets.cv_folds,
-        max_trials=budgets.dnn_max_trials,
-        max_epochs=budgets.dnn_max_epochs,
+    context = TuningContext(
+        cv_folds=budgets.cv_folds,
         pca_variance=budgets.pca_variance,
-        seed=seed,
+        seed=budgets.split_seed,
+        n_jobs=budgets.svm_n_jobs,
+        budgets={
+            "svm_max_candidates": budgets.svm_max_candidates,
+            "dnn_max_trials": budgets.dnn_max_trials,
+            "dnn_max_epochs": budgets.dnn_max_epochs,
+        },
     )
-    trained = train_dnn(
-        data,
-        tuning.best_hyperparameters,
-        epochs=best_epoch(tuning),
-        pca_variance=budgets.pca_variance,
-        seed=seed,
-    )
-    return trained.evaluation.accuracy
+    model_family = get_family(family)
+    tuned = model_family.tune(data, context)
+    return model_family.train(data, tuned.best, context).evaluation.accuracy
 
 
 def bench_seed(seed: int, families: list[str], folder: Path, budgets: Budgets, verbose: bool) -> list[Run]:

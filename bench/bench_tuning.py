@@ -7,7 +7,7 @@ held-out rows.
 
 Ours: `tune_svm` (successive halving over the 36 distinct candidates, preprocessing fitted
 inside every fold, the split's own CV folds) + the final calibrated SVM fit, then
-`tune_dnn` + `train_dnn` (keras import included), at the budgets from the settings.
+`tune_dnn` + `fit_dnn` (keras import included), at the budgets from the settings.
 
 Both protocols are run: grouped (whole recordings on one side) and random (rows).
 Prints where the time goes, the time ratio and both held-out accuracies.
@@ -127,7 +127,7 @@ def run_ours(
     groups: np.ndarray | None,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    """tune_svm + calibrated refit, then tune_dnn + train_dnn, each step timed."""
+    """tune_svm + calibrated refit, then tune_dnn + fit_dnn, each step timed."""
     timings: dict[str, float] = {}
     X_train, y_train = features.iloc[train], labels[train]
     X_test, y_test = features.iloc[test], labels[test]
@@ -181,7 +181,7 @@ def run_ours(
     started = time.perf_counter()
     import keras  # noqa: F401  (timed apart: every process that trains a DNN pays it once)
 
-    from modules.models.dnn import best_epoch, train_dnn, tune_dnn
+    from modules.models.dnn import best_epoch, fit_dnn, tune_dnn
 
     timings["dnn: import keras / keras-tuner"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -213,7 +213,7 @@ def run_ours(
     else:
         # Early stopping on a carved validation part (whole recordings when grouped).
         fit_options = {"max_epochs": args.dnn_epochs, "groups": groups}
-    model, history = train_dnn(
+    model, history = fit_dnn(
         dnn.best_hyperparameters,
         final_preprocessor.transform(X_train),
         codes,

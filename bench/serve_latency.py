@@ -35,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from modules.data.sample import build_sample  # noqa: E402
-from modules.models.training import prepare_data, train_dnn, train_svm  # noqa: E402
+from modules.models.dnn import train_dnn  # noqa: E402
+from modules.models.svm import train_svm  # noqa: E402
+from modules.models.training import prepare_data  # noqa: E402
 from modules.serving.app import load_served_model  # noqa: E402
 from modules.settings import load_settings  # noqa: E402
 from modules.tracking import client as tracking  # noqa: E402

@@ -1,10 +1,11 @@
-"""MLPipelineFlow: train the tuned SVM and DNN, evaluate, register, and promote by alias.
+"""MLPipelineFlow: train every tuned model family, evaluate, register, and promote by alias.
 
     python metaflows_flow/ml_pipeline_flow.py run                              # latest TuningFlow run
     python metaflows_flow/ml_pipeline_flow.py run --tuning-flow-run-id 1234    # a given one
 
 It reuses the tuning run's dataset (checked by digest), split and best settings, so the
-held-out rows were never seen by tuning or training.
+held-out rows were never seen by tuning or training. It trains the families that tuning run
+tuned, one `train` step per family (a Metaflow `foreach`; MLflow step runs `train_<family>`).
 """
 
 from __future__ import annotations
@@ -24,19 +25,28 @@ from modules.errors import ConfigurationError
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
 # TensorFlow cost seconds each), so the light steps start fast.
 
-FAMILIES = ("svm", "dnn")
 
+def parse_overrides(text: str, families: list[str] | None = None) -> dict[str, dict]:
+    """`{"svm": {...}, "dnn": {...}}` from the --params-override parameter (empty: none).
 
-def parse_overrides(text: str) -> dict[str, dict]:
-    """`{"svm": {...}, "dnn": {...}}` from the --params-override parameter (empty: none)."""
+    Every key must be one of `families` (default: every registered family), each value an object.
+    """
+    from modules.models.families import family_names
+
     if not text:
         return {}
     try:
         overrides = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"--params-override is not valid JSON ({exc.msg})") from None
-    if not isinstance(overrides, dict) or set(overrides) - set(FAMILIES):
+    known = family_names() if families is None else families
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
         raise ConfigurationError('--params-override must look like {"svm": {"C": 1.0}, "dnn": {"epochs": 5}}')
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigurationError(
+            f"--params-override names {', '.join(unknown)}, not a family of this run ({', '.join(known)})"
+        )
     return overrides
 
 
@@ -57,7 +67,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
     params_override = Parameter(
         "params-override",
         default="",
-        help='JSON that replaces tuned settings, e.g. {"svm": {"C": 0.5}, "dnn": {"epochs": 3}}',
+        help='JSON that replaces tuned settings per family, e.g. {"svm": {"C": 0.5}, "dnn": {"epochs": 3}}',
     )
 
     @tracked
@@ -66,9 +76,10 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         """Check the tracking server, find the tuning run, reuse its dataset, split and best settings."""
         from metaflows_flow.tuning_runs import find_tuning_run
         from modules.data.provenance import verify_for_environment
+        from modules.models.families import get_family, select_families
         from modules.tracking import client as tracking
 
-        overrides = parse_overrides(self.params_override)
+        parse_overrides(self.params_override)  # bad JSON fails before the tuning run is looked up
         tuning = find_tuning_run(self.tuning_flow_run_id)
         self.tuning_pathspec = tuning.pathspec
         artifacts = tuning.data
@@ -90,12 +101,11 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         self.data_check = verify_for_environment(
             settings, data_path=self.data_path, digest=self.dataset.digest, source=self.dataset.source
         )
-        self.best = {family: dict(artifacts.best[family]) for family in FAMILIES}
-        for family, values in overrides.items():
-            if family == "dnn" and "epochs" in values:
-                self.best["dnn"]["epochs"] = values["epochs"]
-            extra = {k: v for k, v in values.items() if not (family == "dnn" and k == "epochs")}
-            self.best[family]["params"] = {**self.best[family]["params"], **extra}
+        # The families the tuning run tuned (each still registered), in the registry's order.
+        self.families = select_families(list(artifacts.best), what=self.tuning_pathspec)
+        self.best = {family: dict(artifacts.best[family]) for family in self.families}
+        for family, values in parse_overrides(self.params_override, self.families).items():
+            self.best[family] = get_family(family).apply_override(self.best[family], values)
         self._say_if_settings_changed(settings)
         print(f"Training from {self.tuning_pathspec}: {self.best}")
         print(f"Data check: {self.data_check}")
@@ -120,51 +130,25 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
                 }
             )
             tracking.log_dict(self.best, "best_params.json")
-        self.next(self.train_svm, self.train_dnn)
+        self.next(self.train, foreach="families")
 
     @tracked
     @step
-    def train_svm(self):
-        """Refit the best SVM on the whole training part, evaluate it on held-out rows, log it (not registered yet)."""
-        from modules.models.training import train_svm
+    def train(self):
+        """Refit one family's best settings on the whole training part, evaluate on held-out rows, log the model (not registered yet)."""
+        from modules.models.families import get_family
         from modules.tracking import client as tracking
 
+        self.family = self.input
+        family = get_family(self.family)
         data = self._data()
         # Inside the runs, so a failed fit marks them FAILED instead of leaving them open.
-        with tracking.step_run(self.mlflow_run_id, "train_svm", self._step_tags()) as run:
-            trained = train_svm(
-                data,
-                self.best["svm"]["params"],
-                pca_variance=self.pinned_settings["pca_variance"],
-                seed=self.seed,
-                cv=self._cv(data, "svm"),
-            )
-            model_uri = tracking.log_sklearn_model(trained.model, data.X_test.head(5))
-            self.svm = self._record(trained, data, run.info.run_id, model_uri)
-        self.next(self.join)
-
-    @tracked
-    @step
-    def train_dnn(self):
-        """Refit the best DNN on the whole training part, evaluate it on held-out rows, log it (not registered yet)."""
-        from modules.models.training import train_dnn
-        from modules.tracking import client as tracking
-
-        data = self._data()
-        with tracking.step_run(self.mlflow_run_id, "train_dnn", self._step_tags()) as run:
-            trained = train_dnn(
-                data,
-                self.best["dnn"]["params"],
-                epochs=int(self.best["dnn"].get("epochs") or self._settings().dnn_max_epochs),
-                pca_variance=self.pinned_settings["pca_variance"],
-                seed=self.seed,
-                cv=self._cv(data, "dnn"),
-            )
-            tracking.log_history(trained.history)
-            model_uri = tracking.log_dnn_model(
-                trained.preprocessor, trained.model, data.classes, data.X_test.head(5)
-            )
-            self.dnn = self._record(trained, data, run.info.run_id, model_uri)
+        with tracking.step_run(self.mlflow_run_id, f"train_{self.family}", self._step_tags()) as run:
+            trained = family.train(data, self.best[self.family], self._training_context(), cv=self._cv(data))
+            if trained.history:
+                tracking.log_history(trained.history)
+            model_uri = family.log_model(trained, data.X_test.head(5))
+            self.trained = self._record(trained, data, run.info.run_id, model_uri)
         self.next(self.join)
 
     @retry(times=1, minutes_between_retries=1)
@@ -175,13 +159,15 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         from modules.models.promotion import Candidate, Schema
         from modules.tracking import client as tracking
 
-        self.merge_artifacts(inputs)
+        # Keyed by family, in the order the families were listed (branches finish in any order).
+        by_family = {branch.family: branch.trained for branch in inputs}
+        self.models = {family: by_family[family] for family in inputs[0].families}
+        self.merge_artifacts(inputs, exclude=["family", "trained"])
         settings = self._settings()
         data = self._data()
         schema = Schema.of(list(data.dataset.features.columns), data.classes)
         self.promotions = []
-        for family in FAMILIES:
-            result = getattr(self, family)
+        for family, result in self.models.items():
             # Keyed by the run that logged and evaluated the model: a re-run join reuses the
             # version, a re-trained model (resume from its step) gets its own.
             version = tracking.register_model(
@@ -190,7 +176,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
                 idempotency_key=f"{family}/{result['run_id']}",
                 tags={**self._flow_tags(), **schema.to_tags()},
             )
-            setattr(self, family, {**result, "version": version})
+            self.models[family] = {**result, "version": version}
             candidate = Candidate(
                 version=version,
                 accuracy=result["report"]["evaluation"]["accuracy"],
@@ -225,6 +211,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         from metaflow.cards import Image, Markdown, Table
 
         from modules.files import write_json_atomically
+        from modules.models.families import get_family
         from modules.models.reports import (
             FIGURE_HEADERS,
             GATE_HEADERS,
@@ -239,7 +226,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         from modules.serving.batch import Evaluation, plot_confusion_matrix
         from modules.tracking import client as tracking
 
-        families = {family: getattr(self, family) for family in FAMILIES}
+        families = self.models
         images = {}
         with tempfile.TemporaryDirectory() as tmp:
             for family, info in families.items():
@@ -247,7 +234,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
                 plot_confusion_matrix(
                     Evaluation.model_validate(info["report"]["evaluation"]),
                     path,
-                    title=f"{family.upper()} on held-out rows ({info['model_name']} v{info['version']})",
+                    title=f"{get_family(family).title} on held-out rows ({info['model_name']} v{info['version']})",
                 )
                 images[path.name] = path.read_bytes()
         title = f"{current.flow_name}/{current.run_id} (from {self.tuning_pathspec})"
@@ -261,7 +248,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             tracking.log_metrics(
                 {
                     f"{f}_{key}": value
-                    for f in FAMILIES
+                    for f in families
                     for key, value in families[f]["metrics"].items()
                     if key in ("test_accuracy", "baseline_accuracy", "margin_over_baseline", "leak_gap")
                 }
@@ -284,7 +271,9 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         for name, png in images.items():
             current.card.append(Image(png, label=name))
         for family, info in families.items():
-            current.card.append(Markdown(f"## {family.upper()}\n```\n{info['classification_report']}\n```"))
+            current.card.append(
+                Markdown(f"## {get_family(family).title}\n```\n{info['classification_report']}\n```")
+            )
         self.next(self.end)
 
     @retry(times=1, minutes_between_retries=1)
@@ -299,20 +288,37 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         print(f"Promotion summary: {self.promotion_file}")
 
     # -- helpers of this flow's steps (kept tiny; logic lives in modules/) --
-    def _cv(self, data, family):
+    def _cv(self, data):
         from modules.models.training import cross_validation_of
 
-        best = self.best[family]
+        best = self.best[self.family]
         return cross_validation_of(data, best.get("cv_accuracy"), best.get("cv_std"), best.get("cv_folds", 0))
+
+    def _training_context(self):
+        """The tuning run's pinned settings (and today's epoch budget, for a DNN tuned without one)."""
+        from modules.models.families import TuningContext
+
+        settings = self._settings()
+        return TuningContext(
+            cv_folds=self.pinned_settings["cv_folds"],
+            pca_variance=self.pinned_settings["pca_variance"],
+            seed=self.seed,
+            n_jobs=settings.svm_n_jobs,
+            budgets={"dnn_max_epochs": settings.dnn_max_epochs},
+        )
 
     def _say_if_settings_changed(self, settings) -> None:
         """The run trains with the tuning run's settings; say so when today's environment differs."""
+        from modules.models.families import select_families
+
         now = {
             "pca_variance": settings.pca_variance,
             "cv_folds": settings.cv_folds,
             "test_size": settings.test_size,
+            "model_families": ",".join(select_families(settings.model_families)),
         }
-        changed = {k: v for k, v in now.items() if self.pinned_settings.get(k) != v}
+        # A tuning run older than MODEL_FAMILIES pinned no family list: nothing to compare.
+        changed = {k: v for k, v in now.items() if self.pinned_settings.get(k, v) != v}
         for key, value in changed.items():
             print(
                 f"note: {key} is {value!r} in today's settings but {self.pinned_settings.get(key)!r} in "

@@ -1,9 +1,11 @@
-"""TuningFlow: tune an SVM and a DNN on one leakage-aware split, every trial tracked in MLflow.
+"""TuningFlow: tune every registered model family on one leakage-aware split, tracked in MLflow.
 
     python metaflows_flow/tuning_flow.py run --data-path data/emotions.csv
     python metaflows_flow/tuning_flow.py run --help      # every parameter
 
-The split made in `start` is stored as an artifact and reused by MLPipelineFlow.
+The split made in `start` is stored as an artifact and reused by MLPipelineFlow. The families
+(`modules.models.families`; MODEL_FAMILIES picks some) are tuned in parallel by one `tune` step
+per family, a Metaflow `foreach`; each family's MLflow step run is `tune_<family>`.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ SETTINGS = get_settings()
 # started in (the project root is on PYTHONPATH, as `make` sets it).
 @exit_hook(on_error=["metaflows_flow.flow_helpers.close_failed_flow"])
 class TuningFlow(FlowSpec, SplitDataSteps):
-    """Tune the SVM and the DNN in parallel on the training part of one split."""
+    """Tune every model family in parallel on the training part of one split."""
 
     data_path = Parameter(
         "data-path", default=str(SETTINGS.data_path), help="CSV with features and a label column"
@@ -57,10 +59,13 @@ class TuningFlow(FlowSpec, SplitDataSteps):
     def start(self):
         """Check the tracking server, load, validate and hash the data once, vouch for it, split it once."""
         from modules.data.provenance import verify_for_environment
+        from modules.models.families import select_families
         from modules.models.training import prepare_data
         from modules.tracking import client as tracking
 
         settings = self._settings()
+        # Unknown names fail here, in one line, before anything is loaded or tracked.
+        self.families = select_families(settings.model_families)
         self.tracking_uri = tracking.connect(settings)
         print(f"MLflow tracking: {self.tracking_uri}")
         data = prepare_data(
@@ -88,6 +93,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
             "pipeline_env": settings.pipeline_env,
             "experiment_name": settings.experiment_name,
             "model_name_prefix": settings.model_name_prefix,
+            "model_families": ",".join(self.families),
         }
         print(f"Data: {self.data_summary}")
         self.run_tags = tracking.run_tags(
@@ -119,65 +125,24 @@ class TuningFlow(FlowSpec, SplitDataSteps):
                 context="tuning",
             )
             tracking.log_dict(self.split, "split.json")
-        self.next(self.tune_svm, self.tune_dnn)
+        self.next(self.tune, foreach="families")
 
     @tracked
     @step
-    def tune_svm(self):
-        """Search the SVM (C, gamma, kernel) by successive halving on the split's CV folds."""
-        from modules.models.training import run_svm_tuning
+    def tune(self):
+        """Search one family's settings on the split's CV folds (the DNN's trials nest as MLflow runs)."""
+        from modules.models.families import get_family
         from modules.tracking import client as tracking
 
-        settings = self._settings()
-        with tracking.step_run(self.mlflow_run_id, "tune_svm", self._step_tags()):
-            result = run_svm_tuning(
-                self._data(),
-                cv_folds_count=self.pinned_settings["cv_folds"],
-                max_candidates=self.svm_max_candidates,
-                n_jobs=settings.svm_n_jobs,
-                pca_variance=self.pinned_settings["pca_variance"],
-                seed=self.seed,
-            )
-            tracking.log_params(result.best_params, prefix="best.")
-            tracking.log_metrics(
-                {
-                    "cv_accuracy_mean": result.cv_mean,
-                    "cv_accuracy_std": result.cv_std,
-                    "search_seconds": result.elapsed_s,
-                }
-            )
-            tracking.log_dict(result.to_dict(), "svm_search.json")
-        self.svm_result = result.to_dict()
-        self.next(self.join)
-
-    @tracked
-    @step
-    def tune_dnn(self):
-        """Search the DNN architecture with keras-tuner (each trial a nested MLflow run), then cross-validate the best."""
-        from modules.models.training import run_dnn_tuning
-        from modules.tracking import client as tracking
-
-        with tracking.step_run(self.mlflow_run_id, "tune_dnn", self._step_tags()):
-            result = run_dnn_tuning(
-                self._data(),
-                cv_folds_count=self.pinned_settings["cv_folds"],
-                max_trials=self.dnn_max_trials,
-                max_epochs=self.dnn_max_epochs,
-                pca_variance=self.pinned_settings["pca_variance"],
-                seed=self.seed,
-                on_trial_end=self._log_trial,
-            )
-            tracking.log_params(result.best_hyperparameters, prefix="best.")
-            tracking.log_metrics(
-                {
-                    "best_val_accuracy": result.best_val_accuracy,
-                    "cv_accuracy_mean": result.cv_mean,
-                    "cv_accuracy_std": result.cv_std,
-                    "search_seconds": result.elapsed_s,
-                }
-            )
-            tracking.log_dict(result.to_dict(), "dnn_search.json")
-        self.dnn_result = result.to_dict()
+        self.family = self.input
+        family = get_family(self.family)
+        with tracking.step_run(self.mlflow_run_id, f"tune_{self.family}", self._step_tags()):
+            outcome = family.tune(self._data(), self._tuning_context(on_trial_end=self._log_trial))
+            tracking.log_params(outcome.best["params"], prefix="best.")
+            tracking.log_metrics(outcome.metrics)
+            tracking.log_dict(outcome.search, f"{self.family}_search.json")
+        self.search = outcome.search
+        self.family_best = outcome.best
         self.next(self.join)
 
     @card(type="blank", id="tuning")
@@ -188,43 +153,22 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         """Keep the best settings of each family and show every candidate in a card."""
         from metaflow.cards import Image, Markdown, Table
 
-        from modules.models.dnn import DnnTuningResult, best_epoch
-        from modules.models.reports import (
-            DNN_TABLE_HEADERS,
-            SVM_TABLE_HEADERS,
-            dnn_trial_rows,
-            figure_png,
-            plot_search_scores,
-            svm_candidate_rows,
-        )
+        from modules.models.families import get_family
+        from modules.models.reports import figure_png, plot_search_scores
         from modules.tracking import client as tracking
 
-        self.merge_artifacts(inputs)
-        folds = self.pinned_settings["cv_folds"]
-        self.best = {
-            "svm": {
-                "params": self.svm_result["best_params"],
-                "cv_accuracy": self.svm_result["cv_mean"],
-                "cv_std": self.svm_result["cv_std"],
-                "cv_folds": folds,
-            },
-            "dnn": {
-                "params": self.dnn_result["best_hyperparameters"],
-                "val_accuracy": self.dnn_result["best_val_accuracy"],
-                "cv_accuracy": self.dnn_result["cv_mean"],
-                "cv_std": self.dnn_result["cv_std"],
-                "cv_folds": folds,
-                "epochs": best_epoch(DnnTuningResult.from_dict(self.dnn_result)),
-            },
-        }
+        # Keyed by family, in the order the families were listed (branches finish in any order).
+        by_family = {branch.family: branch for branch in inputs}
+        self.best = {family: by_family[family].family_best for family in inputs[0].families}
+        self.searches = {family: by_family[family].search for family in self.best}
+        self.merge_artifacts(inputs, exclude=["family", "family_best", "search"])
+        metrics = {}
+        for family, best in self.best.items():
+            metrics[f"{family}_cv_accuracy"] = best["cv_accuracy"]
+            if best.get("val_accuracy") is not None:
+                metrics[f"{family}_val_accuracy"] = best["val_accuracy"]
         with tracking.reopen_run(self.mlflow_run_id):
-            tracking.log_metrics(
-                {
-                    "svm_cv_accuracy": self.best["svm"]["cv_accuracy"],
-                    "dnn_val_accuracy": self.best["dnn"]["val_accuracy"],
-                    "dnn_cv_accuracy": self.best["dnn"]["cv_accuracy"],
-                }
-            )
+            tracking.log_metrics(metrics)
             tracking.log_dict(self.best, "best_params.json")
         current.card.append(
             Markdown(
@@ -233,11 +177,12 @@ class TuningFlow(FlowSpec, SplitDataSteps):
                 f"{self.data_summary['train_rows']} training rows."
             )
         )
-        current.card.append(Image(figure_png(plot_search_scores(self.svm_result, self.dnn_result))))
-        current.card.append(Markdown("## SVM candidates"))
-        current.card.append(Table(svm_candidate_rows(self.svm_result), headers=SVM_TABLE_HEADERS))
-        current.card.append(Markdown("## DNN trials"))
-        current.card.append(Table(dnn_trial_rows(self.dnn_result), headers=DNN_TABLE_HEADERS))
+        current.card.append(Image(figure_png(plot_search_scores(self.searches))))
+        for family, search in self.searches.items():
+            model_family = get_family(family)
+            headers, rows = model_family.search_table(search)
+            current.card.append(Markdown(f"## {model_family.search_title}"))
+            current.card.append(Table(rows, headers=headers))
         self.next(self.end)
 
     @retry(times=1, minutes_between_retries=1)
@@ -246,11 +191,28 @@ class TuningFlow(FlowSpec, SplitDataSteps):
     def end(self):
         """Close the parent run FINISHED and print the best settings; MLPipelineFlow picks them up from this run."""
         self._finish_parent_run()
-        print(f"Best SVM: {self.best['svm']}")
-        print(f"Best DNN: {self.best['dnn']}")
+        for family, best in self.best.items():
+            print(f"Best {family}: {best}")
         print(f"Next: make train (uses TuningFlow/{current.run_id}, the latest successful run)")
 
     # -- helpers of this flow's steps (kept tiny; logic lives in modules/) --
+    def _tuning_context(self, on_trial_end=None):
+        """The pinned settings and this run's budgets, as every family's search reads them."""
+        from modules.models.families import TuningContext
+
+        return TuningContext(
+            cv_folds=self.pinned_settings["cv_folds"],
+            pca_variance=self.pinned_settings["pca_variance"],
+            seed=self.seed,
+            n_jobs=self._settings().svm_n_jobs,
+            budgets={
+                "svm_max_candidates": self.svm_max_candidates,
+                "dnn_max_trials": self.dnn_max_trials,
+                "dnn_max_epochs": self.dnn_max_epochs,
+            },
+            on_trial_end=on_trial_end,
+        )
+
     def _log_trial(self, trial) -> None:
         from modules.tracking import client as tracking
 

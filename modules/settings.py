@@ -201,6 +201,9 @@ class Settings:
     # Promotion is serialised per registered model by a lease: held at most this long, waited for at most that.
     promotion_lease_ttl_s: int = 120
     promotion_lease_wait_s: int = 300
+    # MODEL_FAMILIES: the model families TuningFlow tunes (empty: every registered one); the flows
+    # check the names against the registry (`modules.models.families`).
+    model_families: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -310,6 +313,7 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
         tracking_timeout_s=env_int(env, "TRACKING_TIMEOUT_S", 10, minimum=1),
         promotion_lease_ttl_s=env_int(env, "PROMOTION_LEASE_TTL_S", 120, minimum=5),
         promotion_lease_wait_s=env_int(env, "PROMOTION_LEASE_WAIT_S", 300, minimum=0),
+        model_families=tuple(n.strip() for n in env.get("MODEL_FAMILIES", "").split(",") if n.strip()),
     )
 
 

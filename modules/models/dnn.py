@@ -13,6 +13,9 @@ Search: `BayesianOptimization` over layers (1-3), units per layer, dropout, lear
 and batch size, `max_trials` trials of at most `max_epochs` epochs each with early stopping.
 Each search writes into a fresh directory with `overwrite=True`: keras-tuner otherwise
 reloads an old search from the same directory and silently runs no new trial.
+
+`DnnFamily` is the DNN's entry in the model-family registry (`modules.models.families`):
+`run_dnn_tuning` and `train_dnn` are what the flows' tune and train steps run for it.
 """
 
 from __future__ import annotations
@@ -24,13 +27,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 # Callers encode labels for the DNN through this module; the one implementation lives in data.
 from modules.data.loading import encode_labels as encode_labels
+from modules.data.splitting import cv_folds
 from modules.errors import ConfigurationError, DataValidationError
+from modules.models.evaluation import CrossValidation
+from modules.models.families import ModelFamily, TuningContext, TuningOutcome
+from modules.models.preprocessing import build_preprocessor, describe_preprocessor
+from modules.models.training import PreparedData, TrainedModel, report_on_held_out
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 Progress = Callable[[str], None]
 
@@ -408,7 +420,7 @@ def _carve_validation(
     return X[train], X[val], y[train], y[val]
 
 
-def train_dnn(
+def fit_dnn(
     hyperparameters: dict[str, Any],
     X: Any,
     y: Any,
@@ -498,7 +510,7 @@ def cross_validate_dnn(
     epochs = best_epoch(result)
     scores = []
     for X_tr, y_tr, X_va, y_va in (fold_arrays(train, val) for train, val in folds):
-        model, _ = train_dnn(
+        model, _ = fit_dnn(
             result.best_hyperparameters,
             X_tr,
             y_tr,
@@ -520,3 +532,179 @@ def cross_validate_dnn(
             f"accuracy {result.cv_mean:.3f} +/- {result.cv_std:.3f}"
         )
     return result
+
+
+# --------------------------------------------------------------------------- the pipeline's DNN
+def _transform(preprocessor: Any, X: pd.DataFrame) -> np.ndarray:
+    return np.asarray(preprocessor.transform(X), dtype="float32")
+
+
+def run_dnn_tuning(
+    data: PreparedData,
+    *,
+    cv_folds_count: int,
+    max_trials: int,
+    max_epochs: int,
+    pca_variance: float | None,
+    seed: int,
+    on_trial_end: Callable[[Any], None] | None = None,
+) -> DnnTuningResult:
+    """keras-tuner search, then the best settings cross-validated on every fold.
+
+    The search validates on one CV fold of the training part (never test rows); the best
+    trial's settings are then trained for its best epoch count on each of the split's folds,
+    so the DNN reports a cross-validated mean +/- sd like the SVM does.
+    """
+    folds = cv_folds(data.split, data.dataset.labels, n_splits=cv_folds_count, seed=seed)
+    inner_train, inner_val = folds[0]
+    X, y = data.X_train, data.y_train
+    codes = encode_labels(y, data.classes)[0]
+    preprocessor = build_preprocessor(pca_variance).fit(X.iloc[inner_train])
+    # tune_dnn searches in a fresh temporary folder each time: never reloads an old search.
+    result = tune_dnn(
+        _transform(preprocessor, X.iloc[inner_train]),
+        codes[inner_train],
+        _transform(preprocessor, X.iloc[inner_val]),
+        codes[inner_val],
+        max_trials=max_trials,
+        max_epochs=max_epochs,
+        seed=seed,
+        n_classes=len(data.classes),
+        on_trial_end=on_trial_end,
+    )
+
+    def fold_arrays(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, ...]:
+        fitted = build_preprocessor(pca_variance).fit(X.iloc[train])
+        return _transform(fitted, X.iloc[train]), codes[train], _transform(fitted, X.iloc[val]), codes[val]
+
+    return cross_validate_dnn(result, folds, fold_arrays, seed=seed)
+
+
+def train_dnn(
+    data: PreparedData,
+    hyperparameters: dict[str, Any],
+    *,
+    epochs: int,
+    pca_variance: float | None,
+    seed: int,
+    cv: CrossValidation | None = None,
+) -> TrainedModel:
+    """Fit the preprocessor and the best DNN on the whole training part, evaluate on held-out rows.
+
+    It trains for the epoch count at which the tuning run's best trial peaked, on every training
+    row: a random validation slice would hold near-copies of training rows (overlapping windows).
+    """
+
+    def fit(X_fit: pd.DataFrame, y_fit: pd.Series) -> tuple[Any, Any, dict[str, list[float]]]:
+        preprocessor = build_preprocessor(pca_variance).fit(X_fit)
+        model, history = fit_dnn(
+            hyperparameters,
+            _transform(preprocessor, X_fit),
+            encode_labels(y_fit, data.classes)[0],
+            max_epochs=epochs,
+            seed=seed,
+            n_classes=len(data.classes),
+            validation_fraction=0,
+        )
+        return preprocessor, model, history
+
+    def predict_proba(preprocessor: Any, model: Any, X_new: pd.DataFrame) -> np.ndarray:
+        return np.asarray(model.predict(_transform(preprocessor, X_new), verbose=0))
+
+    def fit_predict(X_fit: pd.DataFrame, y_fit: pd.Series, X_new: pd.DataFrame) -> np.ndarray:
+        preprocessor, model, _ = fit(X_fit, y_fit)
+        return np.asarray(data.classes)[np.argmax(predict_proba(preprocessor, model, X_new), axis=1)]
+
+    preprocessor, model, history = fit(data.X_train, data.y_train)
+    proba = predict_proba(preprocessor, model, data.X_test)
+    predictions = np.asarray(data.classes)[np.argmax(proba, axis=1)]
+    report = report_on_held_out(
+        data, predictions, proba, data.classes, cv=cv, fit_predict=fit_predict, seed=seed
+    )
+    return TrainedModel(
+        family="dnn",
+        model=model,
+        report=report,
+        preprocessing=describe_preprocessor(preprocessor),
+        preprocessor=preprocessor,
+        history=history,
+        classes=list(data.classes),
+    )
+
+
+class DnnFamily(ModelFamily):
+    """The Keras DNN: keras-tuner Bayesian optimisation, then the best settings cross-validated."""
+
+    name = "dnn"
+    title = "DNN"
+    search_title = "DNN trials"
+
+    def tune(self, data: PreparedData, context: TuningContext) -> TuningOutcome:
+        result = run_dnn_tuning(
+            data,
+            cv_folds_count=context.cv_folds,
+            max_trials=context.budgets.get("dnn_max_trials", 4),
+            max_epochs=context.budgets.get("dnn_max_epochs", 15),
+            pca_variance=context.pca_variance,
+            seed=context.seed,
+            on_trial_end=context.on_trial_end,
+        )
+        return TuningOutcome(
+            best={
+                "params": result.best_hyperparameters,
+                "val_accuracy": result.best_val_accuracy,
+                "cv_accuracy": result.cv_mean,
+                "cv_std": result.cv_std,
+                "cv_folds": context.cv_folds,
+                "epochs": best_epoch(result),
+            },
+            metrics={
+                "best_val_accuracy": result.best_val_accuracy,
+                "cv_accuracy_mean": result.cv_mean,
+                "cv_accuracy_std": result.cv_std,
+                "search_seconds": result.elapsed_s,
+            },
+            search=result.to_dict(),
+        )
+
+    def apply_override(self, best: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+        # `epochs` is how long the final fit trains, not a hyperparameter of the network.
+        params = {k: v for k, v in values.items() if k != "epochs"}
+        merged = {**best, "params": {**best["params"], **params}}
+        if "epochs" in values:
+            merged["epochs"] = values["epochs"]
+        return merged
+
+    def train(
+        self,
+        data: PreparedData,
+        best: dict[str, Any],
+        context: TuningContext,
+        *,
+        cv: CrossValidation | None = None,
+    ) -> TrainedModel:
+        return train_dnn(
+            data,
+            best["params"],
+            epochs=int(best.get("epochs") or context.budgets.get("dnn_max_epochs", 15)),
+            pca_variance=context.pca_variance,
+            seed=context.seed,
+            cv=cv,
+        )
+
+    def log_model(self, trained: TrainedModel, input_example: Any) -> str:
+        from modules.tracking import client as tracking
+
+        return tracking.log_dnn_model(
+            trained.preprocessor, trained.model, trained.classes or [], input_example
+        )
+
+    def search_table(self, search: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+        from modules.models.reports import DNN_TABLE_HEADERS, dnn_trial_rows
+
+        return DNN_TABLE_HEADERS, dnn_trial_rows(search)
+
+    def plot_search(self, ax: Axes, search: dict[str, Any]) -> None:
+        from modules.models.reports import plot_trial_scores
+
+        plot_trial_scores(ax, search)

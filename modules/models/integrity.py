@@ -53,9 +53,10 @@ TRUSTED_SKOPS_TYPES: tuple[str, ...] = (
 # Loading maps each old module path to its new home; the type itself stays on the list above.
 LEGACY_MODULE_PATHS: dict[str, str] = {"modules.feature_transformation": "modules.models.preprocessing"}
 
-# The models-from-code files our models are logged with (modules/). The loader runs the
-# project's own copy, never the one stored with a model.
-MODEL_CODE_FILES = ("svm_model_code.py", "dnn_model_code.py")
+# The models-from-code files our models are logged with (modules/models/). The loader runs the
+# project's own copy, never the one stored with a model. `svm_model_code.py`: SVM versions
+# registered before the scikit-learn families shared `sklearn_model_code.py`.
+MODEL_CODE_FILES = ("sklearn_model_code.py", "dnn_model_code.py", "svm_model_code.py")
 _PROJECT_MODULES = Path(__file__).resolve().parent
 _LOGGED_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 _MLFLOW_NOTE = "registered_model_meta"  # written by MLflow's loader, outside the digest

@@ -11,6 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: cards and reports are written, never shown
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
@@ -18,10 +20,10 @@ def _params_text(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
-def svm_candidate_rows(svm_result: dict[str, Any]) -> list[list[str]]:
-    """One row per SVM candidate at the last halving iteration it reached, best first."""
+def candidate_rows(search: dict[str, Any]) -> list[list[str]]:
+    """One row per candidate of a halving search at the last iteration it reached, best first."""
     last: dict[str, dict[str, Any]] = {}
-    for candidate in svm_result["candidates"]:
+    for candidate in search["candidates"]:
         key = _params_text(candidate["params"])
         if key not in last or candidate["iteration"] > last[key]["iteration"]:
             last[key] = candidate
@@ -38,13 +40,17 @@ def svm_candidate_rows(svm_result: dict[str, Any]) -> list[list[str]]:
     ]
 
 
-SVM_TABLE_HEADERS = ["candidate", "CV accuracy", "last iteration", "rows used", "fit time (s)"]
+CANDIDATE_TABLE_HEADERS = ["candidate", "CV accuracy", "last iteration", "rows used", "fit time (s)"]
+
+
+def _best_first(score: float | None) -> tuple[bool, float]:
+    """Sort key: scored trials by descending score, then the unscored (failed) ones."""
+    return (score is None, -(score or 0.0))
 
 
 def dnn_trial_rows(dnn_result: dict[str, Any]) -> list[list[str]]:
-    """One row per DNN trial, best first."""
-    # A failed trial has no score (None): it goes last.
-    trials = sorted(dnn_result["trials"], key=lambda t: -(t["best_val_accuracy"] or -1.0))
+    """One row per DNN trial, best first (a failed trial has no score and goes last)."""
+    trials = sorted(dnn_result["trials"], key=lambda t: _best_first(t["best_val_accuracy"]))
     return [
         [
             str(t["trial_id"]),
@@ -59,38 +65,50 @@ def dnn_trial_rows(dnn_result: dict[str, Any]) -> list[list[str]]:
 DNN_TABLE_HEADERS = ["trial", "hyperparameters", "best validation accuracy", "epochs"]
 
 
-def plot_search_scores(svm_result: dict[str, Any], dnn_result: dict[str, Any]) -> Figure:
-    """Score per candidate: SVM halving iterations (left) and DNN trials (right)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    kernels = sorted({c["params"].get("kernel", "?") for c in svm_result["candidates"]})
-    for kernel, marker in zip(kernels, "os^D", strict=False):
-        points = [c for c in svm_result["candidates"] if c["params"].get("kernel") == kernel]
-        left.scatter(
+def plot_candidate_scores(ax: Axes, search: dict[str, Any], title: str) -> None:
+    """A halving search's CV accuracy per candidate and iteration, one marker per kernel/solver."""
+    groups = sorted({str(c["params"].get("kernel", title)) for c in search["candidates"]})
+    for group, marker in zip(groups, "os^D", strict=False):
+        points = [c for c in search["candidates"] if str(c["params"].get("kernel", title)) == group]
+        ax.scatter(
             [c["iteration"] for c in points],
             [c["mean_score"] for c in points],
-            label=kernel,
+            label=group,
             marker=marker,
             alpha=0.7,
         )
-    left.set_title("SVM successive halving: CV accuracy per candidate")
-    left.set_xlabel("halving iteration (more rows each time)")
-    left.set_ylabel("mean CV accuracy")
-    left.set_xticks(sorted({c["iteration"] for c in svm_result["candidates"]}))
-    left.legend(title="kernel")
-    left.grid(alpha=0.3)
+    ax.set_title(f"{title} successive halving: CV accuracy per candidate")
+    ax.set_xlabel("halving iteration (more rows each time)")
+    ax.set_ylabel("mean CV accuracy")
+    ax.set_xticks(sorted({c["iteration"] for c in search["candidates"]}))
+    if any("kernel" in c["params"] for c in search["candidates"]):
+        ax.legend(title="kernel")
+    ax.grid(alpha=0.3)
 
+
+def plot_trial_scores(ax: Axes, dnn_result: dict[str, Any]) -> None:
+    """The DNN's best validation accuracy per trial (0 for a failed trial)."""
     trials = dnn_result["trials"]
-    right.bar(
+    ax.bar(
         [str(t["trial_id"]) for t in trials],
         [t["best_val_accuracy"] or 0.0 for t in trials],
         color="tab:purple",
     )
-    right.set_title("DNN trials: best validation accuracy")
-    right.set_xlabel("trial")
-    right.set_ylabel("validation accuracy")
-    right.set_ylim(0, 1)
-    right.tick_params(axis="x", rotation=45)
-    right.grid(axis="y", alpha=0.3)
+    ax.set_title("DNN trials: best validation accuracy")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation accuracy")
+    ax.set_ylim(0, 1)
+    ax.tick_params(axis="x", rotation=45)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_search_scores(searches: dict[str, dict[str, Any]]) -> Figure:
+    """One subplot per model family, each drawn by its family (`ModelFamily.plot_search`)."""
+    from modules.models.families import get_family
+
+    fig, axes = plt.subplots(1, len(searches), figsize=(6 * len(searches), 4.5), constrained_layout=True)
+    for ax, (family, search) in zip(np.atleast_1d(axes), searches.items(), strict=True):
+        get_family(family).plot_search(ax, search)
     return fig
 
 

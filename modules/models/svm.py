@@ -3,52 +3,44 @@
 The original project ran a 48-candidate `GridSearchCV` (C x gamma x kernel) at cv=5 one
 fit at a time: about 10 minutes on 2 cores. Twelve of those candidates are the linear
 kernel with a `gamma` it ignores, so the space has 36 distinct candidates. We search
-those 36 with `HalvingGridSearchCV`: every candidate is scored on a small share of the
-training rows first, and only the best third moves on to more rows, so most fits are
-cheap and only the last few candidates see every row.
-
-The estimator searched is `preprocess` (see `modules.models.preprocessing`) followed by
-`SVC`, so every fold fits its own preprocessing on its own training rows. With PCA, the
-fitted preprocessing of each fold is cached for the duration of one search: all candidates
-of a halving iteration share the same folds, so PCA runs once per fold and iteration
-instead of once per candidate.
+those 36 by successive halving (`modules.models.halving`): every candidate is scored on a
+small share of the training rows first, and only the best third moves on to more rows.
 
 Tuning scores plain `SVC`s: class probabilities need an extra internal cross-validation
 per fit and do not change accuracy. The final model (`build_svm_model`) adds them with
 `CalibratedClassifierCV(SVC(...), ensemble=False)` (sigmoid / Platt scaling on
 cross-validated decision values), the replacement scikit-learn 1.9 names for the
 deprecated `SVC(probability=True)`; the evaluation needs them for the ROC AUC.
+
+`SvmFamily` is the SVM's entry in the model-family registry (`modules.models.families`).
 """
 
 from __future__ import annotations
 
-import math
-import tempfile
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from joblib import parallel_config
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (registers the class)
-from sklearn.model_selection import HalvingGridSearchCV, StratifiedKFold
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 
+from modules.data.splitting import CALIBRATION_FOLDS, cv_folds
 from modules.errors import ConfigurationError
+from modules.models.evaluation import CrossValidation
+from modules.models.families import ModelFamily, TuningContext, TuningOutcome
+from modules.models.halving import HALVING_FACTOR, HalvingTuningResult, Progress, halving_search
+from modules.models.halving import SCORING as SCORING  # re-exported: callers import it from here
+from modules.models.halving import CandidateScore as CandidateScore
 from modules.models.preprocessing import build_preprocessor
+from modules.models.training import PreparedData, TrainedModel, train_pipeline
 
 C_VALUES = (0.1, 1.0, 10.0, 100.0)
 GAMMA_VALUES = (1.0, 0.1, 0.01, 0.001)
 KERNELS = ("linear", "rbf", "poly")
-SCORING = "accuracy"
-# Halving factor: each iteration keeps the best 1/FACTOR of the candidates and gives them
-# FACTOR times more rows. 3 is scikit-learn's default; see bench/bench_tuning.py.
-HALVING_FACTOR = 3
-
-Progress = Callable[[str], None]
 
 
 def search_space() -> list[dict[str, Any]]:
@@ -94,109 +86,8 @@ def select_candidates(max_candidates: int, seed: int = 42) -> list[dict[str, Any
     return [c for c in space if c in chosen]
 
 
-@dataclass
-class CandidateScore:
-    """Cross-validated score of one candidate at one halving iteration."""
-
-    params: dict[str, Any]
-    mean_score: float
-    std_score: float
-    fit_time: float  # mean seconds per fold fit
-    iteration: int
-    n_resources: int  # training rows available to this iteration (before the CV split)
-    rank: int  # rank among the candidates of its iteration (1 = best)
-
-
-@dataclass
-class SvmTuningResult:
-    """What the SVM search found, JSON-safe through `to_dict()`."""
-
-    best_params: dict[str, Any]
-    cv_mean: float
-    cv_std: float
-    candidates: list[CandidateScore]
-    n_candidates: int
-    n_iterations: int
-    n_fits: int
-    elapsed_s: float
-    pca_variance: float | None
-    halving_factor: int
-    scoring: str = SCORING
-    iterations: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of built-in types (for Metaflow artifacts, MLflow params/JSON)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SvmTuningResult:
-        """Inverse of `to_dict()`."""
-        values = dict(data)
-        values["candidates"] = [CandidateScore(**c) for c in values["candidates"]]
-        return cls(**values)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python scalars, so results serialise to JSON."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _strip_prefix(params: dict[str, Any]) -> dict[str, Any]:
-    return {key.removeprefix("svc__"): _plain(value) for key, value in params.items()}
-
-
-class _ReportingHalvingGridSearchCV(HalvingGridSearchCV):
-    """HalvingGridSearchCV that reports each halving iteration to a progress function.
-
-    scikit-learn calls `evaluate_candidates` once per iteration; we wrap it to print
-    one line before and one after, instead of joblib's per-fit lines.
-    """
-
-    progress_fn: Progress | None = None
-
-    def _planned_iterations(self) -> int:
-        """Number of iterations `_run_search` will run (same arithmetic as scikit-learn)."""
-        n_required = 1 + math.floor(math.log(len(self._generate_candidate_params()), self.factor))
-        min_resources = self.min_resources_
-        if self.min_resources == "exhaust":
-            min_resources = max(min_resources, self.max_resources_ // self.factor ** (n_required - 1))
-        n_possible = 1 + math.floor(math.log(self.max_resources_ // min_resources, self.factor))
-        return n_required if self.aggressive_elimination else min(n_required, n_possible)
-
-    def _run_search(self, evaluate_candidates, *, callback_ctx=None):  # type: ignore[override]
-        report = self.progress_fn or (lambda _line: None)
-        n_iterations = self._planned_iterations()
-        state = {"iteration": 0, "done": 0}
-
-        def evaluate_and_report(candidate_params, cv, *args, **kwargs):
-            n = len(candidate_params)
-            state["iteration"] += 1
-            more = kwargs.get("more_results") or {}
-            rows = (more.get("n_resources") or ["?"])[0]
-            report(
-                f"svm: halving iteration {state['iteration']}/{n_iterations}: {n} candidates x "
-                f"{self.n_splits_} folds on {rows} rows"
-            )
-            started = time.perf_counter()
-            results = evaluate_candidates(candidate_params, cv, *args, **kwargs)
-            state["done"] += n
-            scores = np.asarray(results["mean_test_score"][-n:], dtype=float)
-            best = float(np.nanmax(scores)) if np.isfinite(scores).any() else float("nan")
-            report(
-                f"svm: halving iteration {state['iteration']} done: {n}/{n} candidates in "
-                f"{time.perf_counter() - started:.1f} s, best {SCORING} {best:.3f} "
-                f"({state['done']} candidate evaluations so far)"
-            )
-            return results
-
-        if callback_ctx is None:
-            return super()._run_search(evaluate_and_report)
-        return super()._run_search(evaluate_and_report, callback_ctx=callback_ctx)
-
-
-def _candidate_grid(candidates: Iterable[dict[str, Any]]) -> list[dict[str, list[Any]]]:
-    """One single-point grid per candidate, prefixed for the pipeline's `svc` step."""
-    return [{f"svc__{key}": [value] for key, value in c.items()} for c in candidates]
+# The SVM's search result is the shared halving result (kept under its old name).
+SvmTuningResult = HalvingTuningResult
 
 
 def tune_svm(
@@ -222,108 +113,23 @@ def tune_svm(
     """
     if factor < 2:
         raise ConfigurationError(f"factor={factor} must be at least 2")
-    candidates = select_candidates(max_candidates, seed)
-    # A plain float array: workers get it memory-mapped, and column names do not matter
-    # while tuning (the final model is fitted on the DataFrame and keeps them).
-    features = np.ascontiguousarray(np.asarray(X_train, dtype=np.float64))
-    labels = np.asarray(y_train)
-    if progress:
-        progress(
-            f"svm: {len(candidates)} candidates, halving factor {factor}, n_jobs={n_jobs}, "
-            f"pca_variance={pca_variance}, {len(features)} training rows"
-        )
-    started = time.perf_counter()
     # Threads, not processes: libsvm releases the GIL while it fits and predicts, so
     # threads run SVC fits in parallel without starting worker processes or copying data.
-    with parallel_config(backend=backend), tempfile.TemporaryDirectory(prefix="svm-cache-") as cache:
-        search = _search(
-            candidates, cv, pca_variance, factor, seed, n_jobs, progress, cache if pca_variance else None
-        )
-        search.fit(features, labels)
-    elapsed = time.perf_counter() - started
-    return _result(search, candidates, pca_variance, factor, elapsed, progress)
-
-
-def _search(
-    candidates: list[dict[str, Any]],
-    cv: Any,
-    pca_variance: float | None,
-    factor: int,
-    seed: int,
-    n_jobs: int,
-    progress: Progress | None,
-    cache: str | None,
-) -> _ReportingHalvingGridSearchCV:
-    estimator = Pipeline([("preprocess", build_preprocessor(pca_variance)), ("svc", SVC())], memory=cache)
-    search = _ReportingHalvingGridSearchCV(
-        estimator,
-        _candidate_grid(candidates),
-        factor=factor,
-        resource="n_samples",
-        # "exhaust": start with as many rows as possible so the last iteration uses them all.
-        min_resources="exhaust",
-        cv=cv,
-        scoring=SCORING,
-        # The tuned SVC is thrown away: the final model is refitted with probabilities.
-        refit=False,
-        return_train_score=False,
-        error_score="raise",
-        random_state=seed,
-        n_jobs=n_jobs,
-    )
-    search.progress_fn = progress
-    return search
-
-
-def _result(
-    search: _ReportingHalvingGridSearchCV,
-    candidates: list[dict[str, Any]],
-    pca_variance: float | None,
-    factor: int,
-    elapsed: float,
-    progress: Progress | None,
-) -> SvmTuningResult:
-    results = search.cv_results_
-    scores: list[CandidateScore] = [
-        CandidateScore(
-            params=_strip_prefix(results["params"][i]),
-            mean_score=float(results["mean_test_score"][i]),
-            std_score=float(results["std_test_score"][i]),
-            fit_time=float(results["mean_fit_time"][i]),
-            iteration=int(results["iter"][i]),
-            n_resources=int(results["n_resources"][i]),
-            rank=0,
-        )
-        for i in range(len(results["params"]))
-    ]
-    for iteration in set(s.iteration for s in scores):
-        members = sorted((s for s in scores if s.iteration == iteration), key=lambda s: -s.mean_score)
-        for rank, member in enumerate(members, start=1):
-            member.rank = rank
-    iterations = [
-        {"iteration": i, "n_candidates": int(n), "n_resources": int(r)}
-        for i, (n, r) in enumerate(zip(search.n_candidates_, search.n_resources_, strict=True))
-    ]
-    best = search.best_index_
-    result = SvmTuningResult(
-        best_params=_strip_prefix(search.best_params_),
-        cv_mean=float(results["mean_test_score"][best]),
-        cv_std=float(results["std_test_score"][best]),
-        candidates=scores,
-        n_candidates=len(candidates),
-        n_iterations=int(search.n_iterations_),
-        n_fits=len(scores) * int(search.n_splits_),
-        elapsed_s=round(elapsed, 3),
+    return halving_search(
+        SVC(),
+        select_candidates(max_candidates, seed),
+        X_train,
+        y_train,
+        cv,
+        step="svc",
+        label="svm",
         pca_variance=pca_variance,
-        halving_factor=factor,
-        iterations=iterations,
+        n_jobs=n_jobs,
+        seed=seed,
+        factor=factor,
+        backend=backend,
+        progress=progress,
     )
-    if progress:
-        progress(
-            f"svm: best {result.best_params} {SCORING} {result.cv_mean:.3f} +/- {result.cv_std:.3f} "
-            f"({result.n_fits} fits in {elapsed:.1f} s)"
-        )
-    return result
 
 
 def build_svm_model(
@@ -374,3 +180,102 @@ def fit_svm_model(
     model = build_svm_model(best_params, pca_variance, seed, calibration_cv=calibration_cv, n_jobs=n_jobs)
     with parallel_config(backend=backend):
         return model.fit(X_train, np.asarray(y_train))
+
+
+# --------------------------------------------------------------------------- the pipeline's SVM
+def run_svm_tuning(
+    data: PreparedData,
+    *,
+    cv_folds_count: int,
+    max_candidates: int,
+    n_jobs: int,
+    pca_variance: float | None,
+    seed: int,
+) -> SvmTuningResult:
+    """Successive-halving SVM search with the split's own CV folds."""
+    folds = cv_folds(data.split, data.dataset.labels, n_splits=cv_folds_count, seed=seed)
+    return tune_svm(
+        data.X_train,
+        data.y_train.to_numpy(),
+        folds,
+        pca_variance=pca_variance,
+        max_candidates=max_candidates,
+        n_jobs=n_jobs,
+        seed=seed,
+    )
+
+
+def svm_calibration_folds(data: PreparedData, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds for the SVM's probability calibration: by recording on a grouped split, so the
+    sigmoids are fitted on decision values of recordings the SVC did not see."""
+    return cv_folds(data.split, data.dataset.labels, n_splits=CALIBRATION_FOLDS, seed=seed)
+
+
+def train_svm(
+    data: PreparedData,
+    best_params: dict[str, Any],
+    *,
+    pca_variance: float | None,
+    seed: int,
+    cv: CrossValidation | None = None,
+) -> TrainedModel:
+    """Fit the best SVM on the whole training part, evaluate it on the held-out rows."""
+    calibration = svm_calibration_folds(data, seed)
+
+    def fit(X: pd.DataFrame, y: pd.Series) -> Pipeline:
+        return fit_svm_model(
+            best_params, X, y.to_numpy(), pca_variance=pca_variance, seed=seed, calibration_cv=calibration
+        )
+
+    def refit(X: pd.DataFrame, y: pd.Series) -> Pipeline:
+        # The leak gap's extra fit is on a part of the training rows: the split's folds do not apply.
+        return fit_svm_model(best_params, X, y.to_numpy(), pca_variance=pca_variance, seed=seed)
+
+    return train_pipeline(data, "svm", fit, refit=refit, seed=seed, cv=cv)
+
+
+class SvmFamily(ModelFamily):
+    """The calibrated SVM: successive halving over C x gamma x kernel."""
+
+    name = "svm"
+    title = "SVM"
+    search_title = "SVM candidates"
+
+    def tune(self, data: PreparedData, context: TuningContext) -> TuningOutcome:
+        result = run_svm_tuning(
+            data,
+            cv_folds_count=context.cv_folds,
+            max_candidates=context.budgets.get("svm_max_candidates", 48),
+            n_jobs=context.n_jobs,
+            pca_variance=context.pca_variance,
+            seed=context.seed,
+        )
+        return TuningOutcome(
+            best={
+                "params": result.best_params,
+                "cv_accuracy": result.cv_mean,
+                "cv_std": result.cv_std,
+                "cv_folds": context.cv_folds,
+            },
+            metrics={
+                "cv_accuracy_mean": result.cv_mean,
+                "cv_accuracy_std": result.cv_std,
+                "search_seconds": result.elapsed_s,
+            },
+            search=result.to_dict(),
+        )
+
+    def train(
+        self,
+        data: PreparedData,
+        best: dict[str, Any],
+        context: TuningContext,
+        *,
+        cv: CrossValidation | None = None,
+    ) -> TrainedModel:
+        return train_svm(data, best["params"], pca_variance=context.pca_variance, seed=context.seed, cv=cv)
+
+    def log_model(self, trained: TrainedModel, input_example: Any) -> str:
+        from modules.tracking import client as tracking
+
+        return tracking.log_sklearn_model(trained.model, input_example)

@@ -1,12 +1,11 @@
-"""The SVM model file MLflow logs ("models from code"): it names the class, the class is in the project.
+"""The model file of SVM versions registered before the scikit-learn families shared one.
 
-A copy of this file is stored with each model and run by `mlflow.pyfunc.load_model`; the
-project's loader (`modules.tracking.client.load_model`) runs it only after the model's files matched
-the digest kept in the registry.
+Those versions name this file; the loader replaces their copy by this one, so they keep
+loading. New models of every scikit-learn family are logged with `sklearn_model_code.py`.
 """
 
 from mlflow.models import set_model
 
-from modules.models.svm_pyfunc import SkopsPipelineClassifier
+from modules.models.sklearn_pyfunc import SkopsPipelineClassifier
 
 set_model(SkopsPipelineClassifier())

@@ -1,7 +1,9 @@
-"""The pipeline's stages composed from the library modules; the Metaflow flows wire them.
+"""The pipeline's stages every model family shares; the Metaflow flows wire them.
 
-Each function is what one flow step does, minus Metaflow: the flows stay a readable list
-of steps, and these functions can be tested and reused without a flow.
+Loading and splitting the data once (`prepare_data`), the held-out report of a fitted model
+(`report_on_held_out`, with its leak gap) and the final fit of any scikit-learn pipeline
+(`train_pipeline`). What differs per family lives in the family's own module
+(`modules.models.families`): these functions never import a family.
 """
 
 from __future__ import annotations
@@ -15,13 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modules.data.loading import Dataset, encode_labels, load_dataset, read_metadata
-from modules.data.splitting import CALIBRATION_FOLDS, Split, cv_folds, groups_from_metadata, make_split
-from modules.models.dnn import cross_validate_dnn, tune_dnn
-from modules.models.dnn import train_dnn as fit_dnn
+from modules.data.loading import Dataset, load_dataset, read_metadata
+from modules.data.splitting import Split, groups_from_metadata, make_split
 from modules.models.evaluation import CrossValidation, HeldOutReport, LeakGap, held_out_report
-from modules.models.preprocessing import build_preprocessor, describe_preprocessor
-from modules.models.svm import SvmTuningResult, fit_svm_model, tune_svm
+from modules.models.preprocessing import describe_preprocessor
 from modules.serving.batch import evaluate
 
 Progress = Callable[[str], None]
@@ -126,89 +125,17 @@ def prepare_data(
     return PreparedData(dataset=dataset, split=split)
 
 
-def run_svm_tuning(
-    data: PreparedData,
-    *,
-    cv_folds_count: int,
-    max_candidates: int,
-    n_jobs: int,
-    pca_variance: float | None,
-    seed: int,
-) -> SvmTuningResult:
-    """Successive-halving SVM search with the split's own CV folds."""
-    folds = cv_folds(data.split, data.dataset.labels, n_splits=cv_folds_count, seed=seed)
-    return tune_svm(
-        data.X_train,
-        data.y_train.to_numpy(),
-        folds,
-        pca_variance=pca_variance,
-        max_candidates=max_candidates,
-        n_jobs=n_jobs,
-        seed=seed,
-    )
-
-
-def _transform(preprocessor: Any, X: pd.DataFrame) -> np.ndarray:
-    return np.asarray(preprocessor.transform(X), dtype="float32")
-
-
-def run_dnn_tuning(
-    data: PreparedData,
-    *,
-    cv_folds_count: int,
-    max_trials: int,
-    max_epochs: int,
-    pca_variance: float | None,
-    seed: int,
-    on_trial_end: Callable[[Any], None] | None = None,
-) -> Any:
-    """keras-tuner search, then the best settings cross-validated on every fold.
-
-    The search validates on one CV fold of the training part (never test rows); the best
-    trial's settings are then trained for its best epoch count on each of the split's folds,
-    so the DNN reports a cross-validated mean +/- sd like the SVM does.
-    """
-    folds = cv_folds(data.split, data.dataset.labels, n_splits=cv_folds_count, seed=seed)
-    inner_train, inner_val = folds[0]
-    X, y = data.X_train, data.y_train
-    codes = encode_labels(y, data.classes)[0]
-    preprocessor = build_preprocessor(pca_variance).fit(X.iloc[inner_train])
-    # tune_dnn searches in a fresh temporary folder each time: never reloads an old search.
-    result = tune_dnn(
-        _transform(preprocessor, X.iloc[inner_train]),
-        codes[inner_train],
-        _transform(preprocessor, X.iloc[inner_val]),
-        codes[inner_val],
-        max_trials=max_trials,
-        max_epochs=max_epochs,
-        seed=seed,
-        n_classes=len(data.classes),
-        on_trial_end=on_trial_end,
-    )
-
-    def fold_arrays(train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, ...]:
-        fitted = build_preprocessor(pca_variance).fit(X.iloc[train])
-        return _transform(fitted, X.iloc[train]), codes[train], _transform(fitted, X.iloc[val]), codes[val]
-
-    return cross_validate_dnn(result, folds, fold_arrays, seed=seed)
-
-
-def svm_calibration_folds(data: PreparedData, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Folds for the SVM's probability calibration: by recording on a grouped split, so the
-    sigmoids are fitted on decision values of recordings the SVC did not see."""
-    return cv_folds(data.split, data.dataset.labels, n_splits=CALIBRATION_FOLDS, seed=seed)
-
-
 @dataclass
 class TrainedModel:
     """One family's final model (fitted on the whole training part) and its held-out figures."""
 
     family: str
-    model: Any  # the scikit-learn pipeline (SVM) or the Keras model (DNN)
+    model: Any  # a scikit-learn pipeline (SVM, logistic) or the Keras model (DNN)
     report: HeldOutReport
     preprocessing: dict[str, Any]
-    preprocessor: Any = None  # the DNN's fitted preprocessor (the SVM's is inside its pipeline)
+    preprocessor: Any = None  # the DNN's fitted preprocessor (a pipeline's is inside it)
     history: dict[str, list[float]] | None = None
+    classes: list[str] | None = None  # the label order of the DNN's outputs
 
     @property
     def evaluation(self) -> Any:
@@ -257,7 +184,7 @@ def leak_gap(
     )
 
 
-def _report(
+def report_on_held_out(
     data: PreparedData,
     predictions: np.ndarray,
     proba: np.ndarray,
@@ -267,6 +194,10 @@ def _report(
     fit_predict: FitPredict,
     seed: int,
 ) -> HeldOutReport:
+    """The held-out report of a fitted model: accuracy, baseline, interval, per recording, CV, leak gap.
+
+    `fit_predict` refits the family with the same settings for the leak gap (one extra fit).
+    """
     evaluation = evaluate(data.y_test.tolist(), predictions.tolist(), proba, labels=labels)
     return held_out_report(
         evaluation,
@@ -289,31 +220,28 @@ def cross_validation_of(
     return CrossValidation(mean=float(mean), std=float(std), folds=int(folds), protocol=data.split.protocol)
 
 
-def train_svm(
+def train_pipeline(
     data: PreparedData,
-    best_params: dict[str, Any],
+    family: str,
+    fit: Callable[[pd.DataFrame, pd.Series], Any],
     *,
-    pca_variance: float | None,
     seed: int,
     cv: CrossValidation | None = None,
+    refit: Callable[[pd.DataFrame, pd.Series], Any] | None = None,
 ) -> TrainedModel:
-    """Fit the best SVM on the whole training part, evaluate it on the held-out rows."""
-    model = fit_svm_model(
-        best_params,
-        data.X_train,
-        data.y_train.to_numpy(),
-        pca_variance=pca_variance,
-        seed=seed,
-        calibration_cv=svm_calibration_folds(data, seed),
-    )
+    """Fit a scikit-learn pipeline (`preprocess` + classifier) on the training part, report on held-out rows.
+
+    `fit(X, y)` returns the fitted pipeline; `refit` (default `fit`) is the one extra fit of
+    the leak gap, on a part of the training rows. The pipeline needs `predict_proba`.
+    """
+    model = fit(data.X_train, data.y_train)
 
     def fit_predict(X_fit: pd.DataFrame, y_fit: pd.Series, X_new: pd.DataFrame) -> np.ndarray:
-        refit = fit_svm_model(best_params, X_fit, y_fit.to_numpy(), pca_variance=pca_variance, seed=seed)
-        return refit.predict(X_new)
+        return (refit or fit)(X_fit, y_fit).predict(X_new)
 
     classes = [str(c) for c in model.classes_]
     predictions = np.asarray(model.predict(data.X_test)).astype(str)
-    report = _report(
+    report = report_on_held_out(
         data,
         predictions,
         model.predict_proba(data.X_test),
@@ -323,54 +251,5 @@ def train_svm(
         seed=seed,
     )
     return TrainedModel(
-        family="svm", model=model, report=report, preprocessing=describe_preprocessor(model.steps[0][1])
-    )
-
-
-def train_dnn(
-    data: PreparedData,
-    hyperparameters: dict[str, Any],
-    *,
-    epochs: int,
-    pca_variance: float | None,
-    seed: int,
-    cv: CrossValidation | None = None,
-) -> TrainedModel:
-    """Fit the preprocessor and the best DNN on the whole training part, evaluate on held-out rows.
-
-    It trains for the epoch count at which the tuning run's best trial peaked, on every training
-    row: a random validation slice would hold near-copies of training rows (overlapping windows).
-    """
-
-    def fit(X_fit: pd.DataFrame, y_fit: pd.Series) -> tuple[Any, Any, dict[str, list[float]]]:
-        preprocessor = build_preprocessor(pca_variance).fit(X_fit)
-        model, history = fit_dnn(
-            hyperparameters,
-            _transform(preprocessor, X_fit),
-            encode_labels(y_fit, data.classes)[0],
-            max_epochs=epochs,
-            seed=seed,
-            n_classes=len(data.classes),
-            validation_fraction=0,
-        )
-        return preprocessor, model, history
-
-    def predict_proba(preprocessor: Any, model: Any, X_new: pd.DataFrame) -> np.ndarray:
-        return np.asarray(model.predict(_transform(preprocessor, X_new), verbose=0))
-
-    def fit_predict(X_fit: pd.DataFrame, y_fit: pd.Series, X_new: pd.DataFrame) -> np.ndarray:
-        preprocessor, model, _ = fit(X_fit, y_fit)
-        return np.asarray(data.classes)[np.argmax(predict_proba(preprocessor, model, X_new), axis=1)]
-
-    preprocessor, model, history = fit(data.X_train, data.y_train)
-    proba = predict_proba(preprocessor, model, data.X_test)
-    predictions = np.asarray(data.classes)[np.argmax(proba, axis=1)]
-    report = _report(data, predictions, proba, data.classes, cv=cv, fit_predict=fit_predict, seed=seed)
-    return TrainedModel(
-        family="dnn",
-        model=model,
-        report=report,
-        preprocessing=describe_preprocessor(preprocessor),
-        preprocessor=preprocessor,
-        history=history,
+        family=family, model=model, report=report, preprocessing=describe_preprocessor(model.steps[0][1])
     )

@@ -543,10 +543,10 @@ def pip_requirements(*packages: str) -> list[str]:
 
 
 def log_sklearn_model(pipeline: Any, input_example: pd.DataFrame, *, name: str = "model") -> str:
-    """Log a fitted scikit-learn Pipeline (raw columns in, string labels out); returns its URI.
+    """Log a fitted scikit-learn Pipeline of any family (raw columns in, string labels out); its URI.
 
-    Logged from code (`modules/models/svm_model_code.py`): the pipeline is a skops file loaded with the
-    project's allowlist; the model's digest is recorded right after it is written.
+    Logged from code (`modules/models/sklearn_model_code.py`): the pipeline is a skops file loaded with
+    the project's allowlist; the model's digest is recorded right after it is written.
     """
     import skops.io
 
@@ -560,7 +560,7 @@ def log_sklearn_model(pipeline: Any, input_example: pd.DataFrame, *, name: str =
         skops.io.dump(pipeline, pipeline_path)
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=str(_MODEL_CODE / "svm_model_code.py"),
+            python_model=str(_MODEL_CODE / "sklearn_model_code.py"),
             artifacts={"pipeline": str(pipeline_path)},
             signature=signature,
             input_example=input_example,

@@ -8,10 +8,11 @@ import pytest
 
 from tests.flow_runs import TINY_BUDGETS, FlowEnvironment, make_flow_environment
 
-# Deliberately bad settings: the SVM regularised down to one class, the DNN stopped after one
-# epoch at a tiny learning rate.
+# Deliberately bad settings: the SVM and the logistic regression regularised down to one class,
+# the DNN stopped after one epoch at a tiny learning rate.
 WORSE_OVERRIDES = (
-    '{"svm": {"kernel": "rbf", "C": 0.0001, "gamma": 0.001}, "dnn": {"epochs": 1, "learning_rate": 1e-07}}'
+    '{"svm": {"kernel": "rbf", "C": 0.0001, "gamma": 0.001}, "dnn": {"epochs": 1, "learning_rate": 1e-07}, '
+    '"logistic": {"C": 1e-07}}'
 )
 
 

@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 
 from modules.data.loading import load_dataset
+from modules.models.families import family_names
+
+# The flows tune and train every registered family (MODEL_FAMILIES is not set in these runs).
+FAMILIES = family_names()
 
 SMALL_BUDGETS = {"svm_max_candidates": 2, "dnn_max_trials": 1, "dnn_max_epochs": 3}
 
@@ -47,10 +51,15 @@ def test_tuning_flow_tracks_a_parent_run_with_nested_trials(tuning_run, mlflow_c
 
     experiment_id = parent.info.experiment_id
     steps = {run.info.run_name: run for run in _children(mlflow_client, experiment_id, parent.info.run_id)}
-    assert {"tune_svm", "tune_dnn"} <= set(steps)
-    assert steps["tune_svm"].data.metrics["cv_accuracy_mean"] == pytest.approx(data.svm_result["cv_mean"])
+    assert list(best) == list(data.searches) == FAMILIES
+    assert {f"tune_{family}" for family in FAMILIES} <= set(steps)
+    for family in FAMILIES:
+        assert parent.data.metrics[f"{family}_cv_accuracy"] == pytest.approx(best[family]["cv_accuracy"])
+        tuned = steps[f"tune_{family}"].data.metrics["cv_accuracy_mean"]
+        assert tuned == pytest.approx(data.searches[family]["cv_mean"])
+    assert best["logistic"]["params"]["C"] > 0
     trials = _children(mlflow_client, experiment_id, steps["tune_dnn"].info.run_id)
-    assert len(trials) == len(data.dnn_result["trials"]) >= 1
+    assert len(trials) == len(data.searches["dnn"]["trials"]) >= 1
     history = mlflow_client.get_metric_history(trials[0].info.run_id, "val_accuracy")
     assert len(history) >= 1
     assert all(trial.data.params.get("learning_rate") for trial in trials)
@@ -69,6 +78,7 @@ def test_tuning_flow_card_shows_the_search(tuning_run):
     content = card_content(tuning_run["join"].task, "tuning")
     assert "SVM candidates" in content
     assert "DNN trials" in content
+    assert "Logistic regression candidates" in content
     assert '"type": "image"' in content
 
 
@@ -85,10 +95,11 @@ def test_training_registers_champions_that_predict_raw_rows(training_run, mlflow
     X_test, y_test = _held_out(training_run)
     mlflow.set_tracking_uri(mlflow_client.tracking_uri)
     mlflow.set_registry_uri(mlflow_client.tracking_uri)
-    for family in ("svm", "dnn"):
+    assert list(training_run.data.models) == FAMILIES
+    for family in FAMILIES:
         name = f"eeg-emotion-{family}"
         champion = mlflow_client.get_model_version_by_alias(name, "champion")
-        assert str(champion.version) == getattr(training_run.data, family)["version"]
+        assert str(champion.version) == training_run.data.models[family]["version"]
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
         predictions = np.asarray(model.predict(X_test)).astype(str)
         assert set(predictions) <= {"NEGATIVE", "NEUTRAL", "POSITIVE"}
@@ -105,16 +116,17 @@ def test_training_writes_reports_and_closes_its_parent_run(training_run, mlflow_
     artifacts = {a.path for a in mlflow_client.list_artifacts(parent.info.run_id)}
     assert {"training_report.html", "promotion.json"} <= artifacts
     promotion = json.loads(Path(flow_env.root / "reports" / "promotion.json").read_text())
-    assert {row["family"] for row in promotion["families"]} == {"svm", "dnn"}
+    assert [row["family"] for row in promotion["families"]] == FAMILIES
     content = card_content(training_run["report"].task, "report")
-    assert "confusion_matrix_svm.png" in content and "confusion_matrix_dnn.png" in content
+    for family in FAMILIES:
+        assert f"confusion_matrix_{family}.png" in content
 
 
 def test_worse_run_becomes_challenger_but_not_champion(training_run, worse_training_run, mlflow_client):
-    for family in ("svm", "dnn"):
+    for family in FAMILIES:
         name = f"eeg-emotion-{family}"
-        first = getattr(training_run.data, family)
-        worse = getattr(worse_training_run.data, family)
+        first = training_run.data.models[family]
+        worse = worse_training_run.data.models[family]
         assert worse["version"] != first["version"]
         assert worse["report"]["evaluation"]["accuracy"] <= first["report"]["evaluation"]["accuracy"]
         assert str(mlflow_client.get_model_version_by_alias(name, "challenger").version) == worse["version"]
@@ -154,7 +166,7 @@ def test_training_reports_baseline_interval_leak_gap_and_recordings(training_run
         assert version.tags["gate.promoted"] == "true"
         assert version.tags["gate.beats_baseline"].startswith("passed: ")
         assert version.tags["schema.n_columns"] == "2548"
-    step = mlflow_client.get_run(training_run.data.svm["run_id"])
+    step = mlflow_client.get_run(training_run.data.models["svm"]["run_id"])
     for metric in (
         "test_accuracy",
         "baseline_accuracy",
@@ -209,21 +221,25 @@ def test_resuming_a_training_run_registers_only_what_it_trained(
         assert running.status == "successful", running.stdout + running.stderr
         rejoined = running.run
     assert versions() == before
-    assert rejoined.data.svm["version"] == training_run.data.svm["version"]
+    assert rejoined.data.models["svm"]["version"] == training_run.data.models["svm"]["version"]
     parent = mlflow_client.get_run(rejoined.data.mlflow_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == parent.data.tags["metaflow.pathspec"] == rejoined.pathspec
 
-    # Re-training the SVM makes a new model: exactly one new version, whose source is the new run.
+    # Re-training makes new models: exactly one new SVM version, whose source is the new run.
     with flow_env.runner("ml_pipeline_flow.py").resume(
-        step_to_rerun="train_svm", origin_run_id=training_run.id
+        step_to_rerun="train", origin_run_id=training_run.id
     ) as running:
         assert running.status == "successful", running.stdout + running.stderr
         retrained = running.run
     after = versions()
     new = set(after) - set(before)
     assert len(new) == 1
-    assert after[new.pop()] == retrained.data.svm["run_id"] != training_run.data.svm["run_id"]
+    assert (
+        after[new.pop()]
+        == retrained.data.models["svm"]["run_id"]
+        != training_run.data.models["svm"]["run_id"]
+    )
 
 
 def test_predict_scores_a_csv_with_the_champion(flow_env, training_run, tmp_path):
@@ -303,13 +319,12 @@ def test_two_datasets_in_one_store_keep_their_own_models_and_champions(flow_env,
     path = flow_env.root / "wine.csv"
     frame.to_csv(path, index=False)
     champions_before = {
-        f: mlflow_client.get_model_version_by_alias(f"eeg-emotion-{f}", "champion").version
-        for f in ("svm", "dnn")
+        f: mlflow_client.get_model_version_by_alias(f"eeg-emotion-{f}", "champion").version for f in FAMILIES
     }
     tuning = flow_env.run("tuning_flow.py", data_path=str(path), **SMALL_BUDGETS)
     training = flow_env.run("ml_pipeline_flow.py", tuning_flow_run_id=tuning.id)
     names = {p["model_name"] for p in training.data.promotions}
-    assert names == {"wine-svm", "wine-dnn"}
+    assert names == {f"wine-{family}" for family in FAMILIES}
     svm = next(p for p in training.data.promotions if p["family"] == "svm")
     assert svm["promoted"], svm["reason"]
     for family, version in champions_before.items():

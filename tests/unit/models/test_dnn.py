@@ -112,7 +112,7 @@ def test_same_seed_repeats_the_search(two_searches) -> None:
 
 @pytest.mark.slow
 def test_best_architecture_is_rebuilt_and_trained(two_searches) -> None:
-    from modules.models.dnn import best_epoch, build_dnn, train_dnn
+    from modules.models.dnn import best_epoch, build_dnn, fit_dnn
 
     hp = two_searches["first"].best_hyperparameters
     model = build_dnn(hp, n_features=6, n_classes=3)
@@ -121,7 +121,7 @@ def test_best_architecture_is_rebuilt_and_trained(two_searches) -> None:
 
     X, y, Xv, yv = _tiny()
     lines: list[str] = []
-    trained, history = train_dnn(
+    trained, history = fit_dnn(
         hp, np.vstack([X, Xv]), np.r_[y, yv], max_epochs=3, seed=1, progress=lines.append
     )
     assert set(history) == HISTORY_KEYS and 1 <= len(history["loss"]) <= 3
@@ -133,7 +133,7 @@ def test_best_architecture_is_rebuilt_and_trained(two_searches) -> None:
     # All rows for the tuned epoch count, no early stopping.
     epochs = best_epoch(two_searches["first"])
     assert epochs in (1, 2)
-    _, history = train_dnn(hp, X, y, max_epochs=epochs, validation_fraction=0, seed=1, progress=None)
+    _, history = fit_dnn(hp, X, y, max_epochs=epochs, validation_fraction=0, seed=1, progress=None)
     assert set(history) == {"loss", "accuracy"} and len(history["loss"]) == epochs
 
 

@@ -146,7 +146,7 @@ def test_every_version_is_registered_with_the_digest_of_its_files(store) -> None
     assert MlflowClient().get_logged_model(uri.removeprefix("models:/")).tags[DIGEST_TAG] == tag
     # Logged from code: the skops file holds the pipeline, no pickle, no code folder, no trusted list.
     names = {path.relative_to(files).as_posix() for path in files.rglob("*") if path.is_file()}
-    assert {"MLmodel", "svm_model_code.py", "artifacts/model.skops"} <= names
+    assert {"MLmodel", "sklearn_model_code.py", "artifacts/model.skops"} <= names
     assert not [name for name in names if name.endswith((".pkl", ".pickle")) or name.startswith("code/")]
     mlmodel = (files / "MLmodel").read_text()
     assert (
@@ -185,7 +185,7 @@ def test_a_flipped_byte_in_a_registered_model_is_refused(store) -> None:
 def test_code_planted_in_the_bucket_never_runs(store, tmp_path: Path) -> None:
     uri, _ = _log_and_register("planted")
     marker = tmp_path / "code-ran"
-    code_file = _files_in_store(uri) / "svm_model_code.py"
+    code_file = _files_in_store(uri) / "sklearn_model_code.py"
     code_file.write_text(code_file.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
     with pytest.raises(ModelIntegrityError, match="artifact digest mismatch"):
         tracking.load_model("models:/planted@champion")
@@ -302,7 +302,7 @@ def test_with_the_digest_rewritten_too_only_the_projects_code_runs(store, tmp_pa
     uri, version = _log_and_register("rewritten")
     files = _files_in_store(uri)
     marker = tmp_path / "code-ran"
-    code_file = files / "svm_model_code.py"
+    code_file = files / "sklearn_model_code.py"
     code_file.write_text(code_file.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
     _retag("rewritten", version, files)
     X, y = _rows()
@@ -315,7 +315,7 @@ def test_with_the_digest_rewritten_too_only_the_projects_code_runs(store, tmp_pa
     ("change", "message"),
     [
         (
-            lambda text: text.replace("svm_model_code.py", "evil.py"),
+            lambda text: text.replace("sklearn_model_code.py", "evil.py"),
             "logged with code this project does not ship (evil.py)",
         ),
         (

@@ -1,8 +1,9 @@
-"""The registered SVM as an MLflow pyfunc: the fitted scikit-learn Pipeline from a skops file.
+"""Any registered scikit-learn family (SVM, logistic, ...) as an MLflow pyfunc: a fitted Pipeline from skops.
 
 The pipeline takes the raw feature columns and returns string labels. It is loaded with the
 project's skops allowlist (`modules.models.integrity.TRUSTED_SKOPS_TYPES`), not with a list of
-trusted types stored next to it; the model is logged from code (`modules/models/svm_model_code.py`).
+trusted types stored next to it; the model is logged from code (`modules/models/sklearn_model_code.py`;
+SVM versions registered before that name `svm_model_code.py`, which runs the same class).
 """
 
 from __future__ import annotations
