@@ -4,8 +4,10 @@ Everything here is static: this repository's test machines have no Docker daemon
 cloud account, so the Dockerfiles are parsed (and scanned by checkov's Dockerfile checks),
 the Terraform is parsed with python-hcl2, and the workflows are read as YAML with their
 `if:` conditions and the Workload Identity conditions evaluated by tests/ci/conditions.py.
-Only `test_the_serve_image_builds_and_answers` builds an image, where a daemon answers and
-DOCKER_BUILD_TESTS=1 asks for it. Each home-made checker also runs on a planted bad example.
+The serve image's command does run, as a process with the image's environment, to show that
+its opt-in gets past the bind check. Only `test_the_serve_image_builds_and_answers` builds an
+image, where a daemon answers and DOCKER_BUILD_TESTS=1 asks for it. Each home-made checker also
+runs on a planted bad example.
 """
 
 from __future__ import annotations
@@ -240,7 +242,37 @@ def test_the_serve_target_listens_on_cloud_runs_port_with_the_explicit_opt_in() 
     # And the app really refuses a public bind without that flag (tests/unit/serving/test_app.py).
     app_source = (REPO / "modules" / "serving" / "app.py").read_text(encoding="utf-8")
     assert 'ALLOW_PUBLIC_BIND_VAR = "SERVE_ALLOW_PUBLIC_BIND"' in app_source
-    assert "check_serve_bind(args.host, os.environ)" in app_source
+    assert re.search(r"check_serve_bind\(\w+, os\.environ\)", app_source)
+
+
+@pytest.mark.parametrize("opted_in", [True, False], ids=["image-env", "without-the-opt-in"])
+def test_the_serve_command_with_the_images_environment_gets_past_the_bind_check(
+    tmp_path: Path, opted_in: bool
+) -> None:
+    """The CMD and ENV of `serve`, run as a process here (no Docker): the opt-in is what lets it bind 0.0.0.0."""
+    stages = read_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+    image_env = environment(stages, "serve")
+    (cmd,) = [v for k, v in stage_chain(stages, "serve")[-1].instructions if k == "CMD"]
+    served = {k: image_env[k] for k in ("SERVE_HOST", "SERVE_ALLOW_PUBLIC_BIND", "PORT")}
+    if not opted_in:
+        del served["SERVE_ALLOW_PUBLIC_BIND"]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SERVE_", "MLFLOW_", "PREDICTION_LOG"))},
+        **served,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "SERVE_MODEL_NAME": "no-such-model",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "PREDICTION_LOG_PATH": str(tmp_path / "predictions.db"),
+    }
+    result = subprocess.run(
+        json.loads(cmd), env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    if opted_in:  # past the bind check, it looks for the model: one line naming it
+        assert last.startswith("error: ") and "no-such-model" in last and "champion" in last, last
+    else:
+        assert last.startswith("error: SERVE_HOST=0.0.0.0 would open"), last
 
 
 def test_the_gpu_image_runs_keras_on_jax_from_a_hash_locked_cuda_requirement_file() -> None:
