@@ -28,7 +28,7 @@ def test_fresh_recordings_of_the_same_people_do_not_trigger_retraining(flow_env,
     run = _check(flow_env, batch, "fresh")
     assert run.data.decision["retrain"] is False, run.data.decision
     assert run.data.model_name == "eeg-emotion-svm"
-    assert run.data.model_version == training_run.data.svm["version"]
+    assert run.data.model_version == training_run.data.models["svm"]["version"]
     parent = mlflow_client.get_run(run.data.mlflow_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["monitoring.retrain"] == "false"

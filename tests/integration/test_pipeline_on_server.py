@@ -9,6 +9,7 @@ import psycopg2
 import pytest
 
 from modules.data.loading import load_dataset
+from modules.models.families import family_names
 from tests.flow_runs import TINY_BUDGETS, FlowEnvironment, make_flow_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.flows, pytest.mark.slow]
@@ -56,7 +57,7 @@ def test_runs_nested_runs_metrics_and_models_are_rows_in_postgres(pipeline_runs,
         "SELECT count(*) FROM tags WHERE key = 'mlflow.parentRunId' AND value = %s",
         parent_id,
     )
-    assert nested[0][0] >= 2  # tune_svm and tune_dnn (trials nest one level further down)
+    assert nested[0][0] >= len(family_names())  # tune_<family> each (trials nest one level further down)
     metric = _query(
         postgres_server,
         "SELECT value FROM latest_metrics WHERE run_uuid = %s AND key = 'svm_cv_accuracy'",
@@ -74,8 +75,7 @@ def test_runs_nested_runs_metrics_and_models_are_rows_in_postgres(pipeline_runs,
         )
     )
     assert aliases == {
-        f"{MODEL_PREFIX}-svm": int(training.data.svm["version"]),
-        f"{MODEL_PREFIX}-dnn": int(training.data.dnn["version"]),
+        f"{MODEL_PREFIX}-{family}": int(training.data.models[family]["version"]) for family in family_names()
     }
 
 
@@ -97,8 +97,8 @@ def test_champions_load_through_the_server_and_predict(pipeline_runs, mlflow_ser
     X_test, y_test = dataset.features.iloc[rows], dataset.labels.iloc[rows].to_numpy()
     mlflow.set_tracking_uri(mlflow_server.tracking_uri)
     mlflow.set_registry_uri(mlflow_server.tracking_uri)
-    for family in ("svm", "dnn"):
+    for family in family_names():
         model = mlflow.pyfunc.load_model(f"models:/{MODEL_PREFIX}-{family}@champion")
         predictions = np.asarray(model.predict(X_test)).astype(str)
         accuracy = float(np.mean(predictions == y_test))
-        assert accuracy == pytest.approx(getattr(data, family)["report"]["evaluation"]["accuracy"], abs=1e-9)
+        assert accuracy == pytest.approx(data.models[family]["report"]["evaluation"]["accuracy"], abs=1e-9)

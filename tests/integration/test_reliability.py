@@ -20,6 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from modules.errors import EXIT_UNAVAILABLE
+from modules.models.families import family_names
 from modules.settings import load_settings
 from modules.tracking import client as tracking
 from tests.flow_runs import TINY_BUDGETS, FlowEnvironment, StartedFlow, make_flow_environment
@@ -27,7 +28,7 @@ from tests.integration.servers import free_port, launch_mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.flows, pytest.mark.slow]
 
-FAMILIES = ("svm", "dnn")
+FAMILIES = tuple(family_names())
 # What a flow may spend after the server died besides the configured bound: finishing the
 # computation it was in, Metaflow stopping the sibling branch (up to 5 s), the exit hook.
 START_UP_ALLOWANCE_S = 60
@@ -116,7 +117,9 @@ def test_a_tracking_outage_fails_the_flow_in_one_line_within_the_bound(
     flow = reliability_flows.start("ml_pipeline_flow.py", "run", "--tuning-flow-run-id", tuning.id, env=env)
     try:
         _wait_for(
-            lambda: _step_runs(client, "outage", "RUNNING") & {"train_svm", "train_dnn"}, "training", flow
+            lambda: _step_runs(client, "outage", "RUNNING") & {f"train_{f}" for f in FAMILIES},
+            "training",
+            flow,
         )
         # The server dies mid-training, as a crashed or redeployed server would.
         os.killpg(server.handle.pid, signal.SIGKILL)
@@ -172,8 +175,9 @@ def test_a_killed_training_step_registers_nothing_and_resume_registers_one_versi
         # Freeze the DNN step once its run is open, let the SVM branch finish, then kill the whole
         # flow (runtime and tasks, as a lost machine would): no exit hook gets to close anything.
         _wait_for(lambda: "train_dnn" in _step_runs(client, "killed", "RUNNING"), "train_dnn's run", flow)
-        _signal_task(flow, "train_dnn", signal.SIGSTOP)
-        _wait_for(lambda: "train_svm" in _step_runs(client, "killed", "FINISHED"), "train_svm", flow)
+        _signal_task(flow, "train", signal.SIGSTOP, split_index=FAMILIES.index("dnn"))
+        others = {f"train_{f}" for f in FAMILIES if f != "dnn"}
+        _wait_for(lambda: others <= _step_runs(client, "killed", "FINISHED"), "the other branches", flow)
     finally:
         flow.kill()
     origin = f"MLPipelineFlow/{flow.run_id()}"
@@ -195,12 +199,10 @@ def test_a_killed_training_step_registers_nothing_and_resume_registers_one_versi
         versions = client.search_model_versions(f"name='killed-{family}'")
         assert len(versions) == 1, family
         assert versions[0].tags["metaflow.pathspec"] == pathspec
-        assert str(versions[0].version) == getattr(resumed.data, family)["version"]
+        assert str(versions[0].version) == resumed.data.models[family]["version"]
     # The SVM branch was cloned from the killed run, the DNN branch trained again.
-    assert (
-        resumed.data.svm["run_id"]
-        == reliability_flows.metaflow_run(origin)["train_svm"].task.data.svm["run_id"]
-    )
+    origin_svm = next(t for t in reliability_flows.metaflow_run(origin)["train"] if t.data.family == "svm")
+    assert resumed.data.models["svm"]["run_id"] == origin_svm.data.trained["run_id"]
 
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
@@ -211,8 +213,11 @@ def test_a_killed_training_step_registers_nothing_and_resume_registers_one_versi
     assert not [run for run in _runs(client, "killed") if run.info.status == "RUNNING"]
 
 
-def _signal_task(flow: StartedFlow, step: str, signum: int) -> None:
-    """Signal the task process of one step of a flow we started (a child of its Metaflow runtime)."""
+def _signal_task(flow: StartedFlow, step: str, signum: int, *, split_index: int | None = None) -> None:
+    """Signal the task process of one step of a flow we started (a child of its Metaflow runtime).
+
+    `split_index`: the branch of a foreach step (the family's position in the flow's list).
+    """
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -222,10 +227,16 @@ def _signal_task(flow: StartedFlow, step: str, signum: int) -> None:
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == flow.process.pid and b"step" in command and step.encode() in command:
+        branch = split_index is None or _argument(command, b"--split-index") == str(split_index).encode()
+        if parent == flow.process.pid and b"step" in command and step.encode() in command and branch:
             os.kill(int(entry.name), signum)
             return
     raise AssertionError(f"no running task of {step} found:\n{flow.output}")
+
+
+def _argument(command: list[bytes], option: bytes) -> bytes | None:
+    """The value after `option` in a process's command line (None when absent)."""
+    return command[command.index(option) + 1] if option in command[:-1] else None
 
 
 # --------------------------------------------------------------------------- finding 4: parallel promotions
