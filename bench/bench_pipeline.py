@@ -120,7 +120,7 @@ def bench_protocol(data_path: Path, protocol: str, quick: bool, seed: int) -> di
         print(f"  {flow} steps: {steps}")
     accuracies = {row["family"]: row["test_accuracy"] for row in promotion["families"]}
     print(f"  ours make tune {tune_seconds:.1f} s + make train {train_seconds:.1f} s = {ours_seconds:.1f} s")
-    print(f"  ours held-out accuracy: svm {accuracies['svm']:.4f}, dnn {accuracies['dnn']:.4f}")
+    print("  ours held-out accuracy: " + ", ".join(f"{f} {a:.4f}" for f, a in accuracies.items()))
     ratio = ours_seconds / baseline_seconds
     label = " (baseline EXTRAPOLATED)" if quick else ""
     print(

@@ -102,12 +102,14 @@ class ModelFamily(ABC):
 
 
 _REGISTRY: dict[str, ModelFamily] = {}
+_BUILT_IN_LOADED = False
 
 
 def register(family: ModelFamily) -> ModelFamily:
-    """Add a family to the registry (a second family of the same name replaces the first)."""
+    """Add a family to the registry, after the built-in ones (the same name replaces a family)."""
     if not family.name.isidentifier():
         raise ConfigurationError(f"model family name {family.name!r} must be a Python identifier")
+    _load_builtin()
     _REGISTRY[family.name] = family
     return family
 
@@ -118,16 +120,20 @@ def unregister(name: str) -> None:
 
 
 def _load_builtin() -> None:
-    # The built-in families, in the order flows list them: one line per family.
-    if _REGISTRY:
+    """The built-in families, in the order the flows list them: one line per family.
+
+    Imported on first use: the family modules import scikit-learn and this module's interface.
+    """
+    global _BUILT_IN_LOADED
+    if _BUILT_IN_LOADED:
         return
+    _BUILT_IN_LOADED = True
     from modules.models.dnn import DnnFamily
     from modules.models.logistic import LogisticFamily
     from modules.models.svm import SvmFamily
 
-    register(SvmFamily())
-    register(DnnFamily())
-    register(LogisticFamily())
+    for family in (SvmFamily(), DnnFamily(), LogisticFamily()):
+        _REGISTRY.setdefault(family.name, family)
 
 
 def family_names() -> list[str]:
