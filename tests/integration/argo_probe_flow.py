@@ -1,11 +1,13 @@
 """A small flow with the shapes the pipeline uses on Kubernetes: a CPU step, a foreach of GPU steps, a join.
 
-Compiled (never run) by tests/integration/test_argo_compile.py to check where modules.kubernetes
-places each step in the Argo WorkflowTemplate.
+Compiled by tests/integration/test_argo_compile.py to check where modules.kubernetes places each
+step in the Argo WorkflowTemplate, and run by tests/integration/test_gcs_datastore.py on the GCS
+datastore (ARGO_PROBE_FAIL_IN_JOIN=1 makes the join fail, for `resume`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +38,8 @@ class ArgoProbeFlow(FlowSpec):
     @step
     def join(self, inputs):
         """Gather the chunks."""
+        if os.environ.get("ARGO_PROBE_FAIL_IN_JOIN"):
+            raise RuntimeError("ARGO_PROBE_FAIL_IN_JOIN is set")
         self.chunks_done = sorted(i.chunk for i in inputs)
         self.next(self.end)
 
