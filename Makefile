@@ -33,7 +33,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 CHECKOV_VENV := $(VENV)/tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: help venv install install-dev lock data sample eda tune train run cards predict predict-recording serve monitor mlflow_ui mlflow_server stop \
+.PHONY: help venv install install-dev lock data sample eda tune train run cards predict predict-recording serve monitor deploy-argo mlflow_ui mlflow_server stop \
 	db_init db_upgrade test test-services test-unit lint format bench clean
 
 help: ## List every target with a one-line description
@@ -119,6 +119,9 @@ serve: install ## Serve the champion over HTTP on 127.0.0.1 (MODEL=svm|dnn; PORT
 monitor: install ## Check the champion for drift: DATA=batch.csv, else the prediction log (FEEDBACK=labels.csv; FAIL_ON_DRIFT=1 exits 3)
 	$(REPORTS_ENV) $(PY) metaflows_flow/monitoring_flow.py run --family $(MODEL) $(if $(DATA),--data-path "$(DATA)") $(if $(TRAINED_ON),--trained-on "$(TRAINED_ON)") $(if $(FEEDBACK),--feedback "$(FEEDBACK)")
 	@$(REPORTS_ENV) $(PY) -m modules drift $(if $(FAIL_ON_DRIFT),--fail-on-drift)
+
+deploy-argo: install-dev ## Compile the flows to Argo Workflows templates in build/argo (DRY_RUN=1: offline, no cluster)
+	$(PY) -m modules deploy-argo $(if $(DRY_RUN),--dry-run) --out build/argo
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
 	$(PY) -m modules server ui

@@ -47,6 +47,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Pin or verify the digest of the dataset production trains on.",
     ),
     "settings": ("modules.settings", "Print a setting as resolved from the environment, .env and defaults."),
+    "deploy-argo": (
+        "modules.deploy.argo",
+        "Compile the flows into Argo Workflows templates (--dry-run: offline, into build/argo).",
+    ),
 }
 
 
