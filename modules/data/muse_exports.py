@@ -63,7 +63,13 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from modules.data.loading import CsvFormat, detect_csv_format, normalise_column_name, quote_value, read_csv_header
+from modules.data.loading import (
+    CsvFormat,
+    detect_csv_format,
+    normalise_column_name,
+    quote_value,
+    read_csv_header,
+)
 from modules.errors import ConfigurationError, DataValidationError
 
 SIGNALS = ("TP9", "AF7", "AF8", "TP10", "Right AUX")

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from modules.data.loading import metadata_path, quote_value
 from modules.data.eeg_features import (
     CSV_FLOAT_FORMAT,
     check_label,
@@ -51,9 +50,10 @@ from modules.data.eeg_features import (
     format_row_lines,
     published_header,
 )
+from modules.data.loading import metadata_path, quote_value
+from modules.data.muse_exports import SAMPLING_RATE, SIGNALS, read_muse_export
 from modules.errors import ConfigurationError, DataValidationError, OperationalMLError, run_cli
 from modules.files import write_atomically
-from modules.data.muse_exports import SAMPLING_RATE, SIGNALS, read_muse_export
 
 Progress = Callable[[int, int, str], None]
 RECORDING_SUFFIXES = (".csv", ".csv.gz")
