@@ -29,7 +29,6 @@ first), so a crash never leaves a half-written dataset. An existing `out` is rep
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -41,6 +40,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import pandas as pd
 
 from modules.data.eeg_features import (
@@ -52,7 +52,7 @@ from modules.data.eeg_features import (
 )
 from modules.data.loading import metadata_path, quote_value
 from modules.data.muse_exports import SAMPLING_RATE, SIGNALS, read_muse_export
-from modules.errors import ConfigurationError, DataValidationError, OperationalMLError, run_cli
+from modules.errors import ConfigurationError, DataValidationError, OperationalMLError
 from modules.files import write_atomically
 
 Progress = Callable[[int, int, str], None]
@@ -415,58 +415,62 @@ def build_dataset(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: a folder of Muse recordings -> one dataset CSV and its metadata."""
-    parser = argparse.ArgumentParser(
-        prog="python -m modules features",
-        description=(
-            "Build one dataset in the published format (Bird et al. features, published header) from a "
-            "folder of Muse recordings (muse-lsl / BlueMuse or Mind Monitor CSVs), with a metadata file "
-            "that records every row's recording and subject. Labels come from --labels labels.csv "
-            "(columns file, label[, subject]) or from the folders: DIR/LABEL/*.csv or DIR/SUBJECT/LABEL/*.csv."
-        ),
-    )
-    parser.add_argument("folder", type=Path, help="folder of recordings")
-    parser.add_argument(
-        "--labels",
-        type=Path,
-        default=None,
-        help="labels.csv: file (relative to FOLDER), label, optional subject",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="dataset CSV to write, e.g. data/mine.csv")
-    parser.add_argument("--skip-bad", action="store_true", help="report and leave out bad recordings")
-    parser.add_argument(
-        "--sampling-rate",
-        type=float,
-        default=float(SAMPLING_RATE),
-        help=f"the devices' sampling rate in Hz (default {SAMPLING_RATE})",
-    )
-    parser.add_argument("--zero-aux", action="store_true", help="fill a missing right AUX signal with zeros")
-    parser.add_argument("--jobs", type=int, default=None, help="processes (default: every core)")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
-    args = parser.parse_args(argv)
+@click.command(
+    "features",
+    help="Build one dataset in the published format (Bird et al. features, published header) from a folder "
+    "of Muse recordings (muse-lsl / BlueMuse or Mind Monitor CSVs), with a metadata file that records every "
+    "row's recording and subject. Labels come from --labels labels.csv (columns file, label[, subject]) or "
+    "from the folders: DIR/LABEL/*.csv or DIR/SUBJECT/LABEL/*.csv.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--labels",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="labels.csv: file (relative to FOLDER), label, optional subject",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="dataset CSV to write, e.g. data/mine.csv"
+)
+@click.option("--skip-bad", is_flag=True, help="report and leave out bad recordings")
+@click.option(
+    "--sampling-rate",
+    type=float,
+    default=float(SAMPLING_RATE),
+    help=f"the devices' sampling rate in Hz (default {SAMPLING_RATE})",
+)
+@click.option("--zero-aux", is_flag=True, help="fill a missing right AUX signal with zeros")
+@click.option("--jobs", type=int, default=None, help="processes (default: every core)")
+@click.option("--force", is_flag=True, help="replace an existing --out file")
+def cli(
+    folder: Path,
+    labels: Path | None,
+    out: Path,
+    skip_bad: bool,
+    sampling_rate: float,
+    zero_aux: bool,
+    jobs: int | None,
+    force: bool,
+) -> None:
+    """`python -m modules features`: a folder of Muse recordings -> one dataset CSV and its metadata."""
 
     def report(done: int, total: int, message: str) -> None:
         print(f"  [{done}/{total}] {message}", file=sys.stderr, flush=True)
 
     info = build_dataset(
-        args.folder,
-        args.out,
-        labels=args.labels,
-        skip_bad=args.skip_bad,
-        jobs=args.jobs,
+        folder,
+        out,
+        labels=labels,
+        skip_bad=skip_bad,
+        jobs=jobs,
         progress=report,
-        sampling_rate=args.sampling_rate,
-        zero_aux=args.zero_aux,
-        force=args.force,
+        sampling_rate=sampling_rate,
+        zero_aux=zero_aux,
+        force=force,
     )
     for warning in info.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for file, reason in info.skipped:
         print(f"skipped {file}: {reason}", file=sys.stderr)
     print(info.message)
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

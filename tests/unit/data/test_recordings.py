@@ -12,11 +12,12 @@ import pytest
 
 from modules.data import eeg_features as ef
 from modules.data.loading import load_dataset, metadata_path
-from modules.errors import ConfigurationError, DataValidationError, run_cli
 from modules.data.muse_exports import read_muse_export
-from modules.data.recordings import build_dataset, main
+from modules.data.recordings import build_dataset, cli
 from modules.data.sample import STATES, _make_subjects, simulate_recording
 from modules.data.splitting import cv_folds, groups_from_metadata, make_split
+from modules.errors import ConfigurationError, DataValidationError
+from tests.commands import exit_code
 from tests.unit.data.test_muse_exports import lsl_jitter, write_mind_monitor, write_muse_lsl
 
 SECONDS = 4.0  # 6 rows a recording
@@ -195,9 +196,7 @@ def test_cli_problems_are_one_line(
     if case == "labels_column":
         (tmp_path / "labels.csv").write_text("file,emotion\na.csv,POSITIVE\n")
         argv += ["--labels", str(tmp_path / "labels.csv")]
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: main(argv))
-    assert exit_info.value.code == 2
+    assert exit_code(cli, argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err
 
@@ -205,9 +204,7 @@ def test_cli_problems_are_one_line(
 def test_cli_builds_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = make_folder(tmp_path / "mine", subjects=2)
     out = tmp_path / "data" / "mine.csv"
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: main([str(root), "--out", str(out), "--jobs", "2"]))
-    assert exit_info.value.code == 0
+    assert exit_code(cli, [str(root), "--out", str(out), "--jobs", "2"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith(
         "wrote 36 rows (NEGATIVE 12, NEUTRAL 12, POSITIVE 12) from 6 recordings, 2 subjects"
