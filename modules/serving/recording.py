@@ -18,7 +18,6 @@ the model's probability of that class averaged over every window.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import pandas as pd
 
@@ -244,58 +244,67 @@ def write_windows(result: RecordingPrediction, out: str | Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+@click.command(
+    "predict-recording",
+    help="Label a Muse recording (muse-lsl / BlueMuse or Mind Monitor CSV) window by window with a registered "
+    "model, by default the champion of the SVM trained on DATA_PATH; prints the labels over time and the "
+    "recording's overall label.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.argument("recording", type=click.Path(path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="write the per-window table to this CSV"
+)
+@click.option("--family", default=None, help="model family whose champion labels the windows (default: svm)")
+@click.option("--model", default=None, help="an explicit model URI instead of --family, e.g. models:/NAME/3")
+@click.option(
+    "--data-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="the dataset the model was trained on; names the registered model like the flows do (default: "
+    "DATA_PATH; data/mine.csv -> mine-FAMILY)",
+)
+@click.option(
+    "--sampling-rate",
+    type=float,
+    default=float(SAMPLING_RATE),
+    help=f"the device's sampling rate in Hz (default {SAMPLING_RATE}; the 2014 Muse records at 220)",
+)
+@click.option("--zero-aux", is_flag=True, help="fill a missing right AUX signal with zeros")
+def cli(
+    recording: Path,
+    out: Path | None,
+    family: str | None,
+    model: str | None,
+    data_path: Path | None,
+    sampling_rate: float,
+    zero_aux: bool,
+) -> None:
     """`python -m modules predict-recording FILE`: label a Muse recording window by window with the champion."""
     from modules.serving.batch import load_registered_model
-    from modules.serving.prediction_log import PredictionRecord, new_request_id, open_prediction_log
+    from modules.serving.prediction_log import (
+        PredictionRecord,
+        new_request_id,
+        open_configured_prediction_log,
+    )
     from modules.settings import get_settings
 
+    if family is not None and model is not None:
+        raise click.UsageError("give --family or --model, not both")
+    if out is not None and out.is_dir():
+        raise ConfigurationError(f"--out {out} is a folder; expected a CSV file path such as windows.csv")
     settings = get_settings()
-    parser = argparse.ArgumentParser(
-        prog="python -m modules predict-recording",
-        description="Label a Muse recording (muse-lsl / BlueMuse or Mind Monitor CSV) window by window with "
-        "a registered model, by default the champion of the SVM trained on DATA_PATH; prints the labels "
-        "over time and the recording's overall label.",
-    )
-    parser.add_argument("recording", type=Path, help="Muse CSV export (muse-lsl / BlueMuse or Mind Monitor)")
-    parser.add_argument("--out", type=Path, default=None, help="write the per-window table to this CSV")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--family",
-        default="svm",
-        help="model family whose champion labels the windows (default: %(default)s)",
-    )
-    which.add_argument("--model", default=None, help="an explicit model URI instead, e.g. models:/NAME/3")
-    parser.add_argument(
-        "--data-path",
-        type=Path,
-        default=None,
-        help="the dataset the model was trained on; names the registered model like the flows do "
-        "(default: DATA_PATH; data/mine.csv -> mine-FAMILY)",
-    )
-    parser.add_argument(
-        "--sampling-rate",
-        type=float,
-        default=float(SAMPLING_RATE),
-        help=f"the device's sampling rate in Hz (default {SAMPLING_RATE}; the 2014 Muse records at 220)",
-    )
-    parser.add_argument("--zero-aux", action="store_true", help="fill a missing right AUX signal with zeros")
-    args = parser.parse_args(argv)
-    if args.out is not None and args.out.is_dir():
-        raise ConfigurationError(
-            f"--out {args.out} is a folder; expected a CSV file path such as windows.csv"
-        )
-    if args.data_path is not None:
-        settings = settings.for_data(args.data_path)
+    if data_path is not None:
+        settings = settings.for_data(data_path)
     # A bad recording is one line before any connection is made.
-    export = read_muse_export(args.recording, sampling_rate=args.sampling_rate, zero_aux=args.zero_aux)
+    export = read_muse_export(recording, sampling_rate=sampling_rate, zero_aux=zero_aux)
     features = feature_rows(export)
-    model_uri = args.model or f"models:/{settings.model_name(args.family)}@champion"
-    model, model_name, model_version = load_registered_model(
+    model_uri = model or f"models:/{settings.model_name(family or 'svm')}@champion"
+    loaded, model_name, model_version = load_registered_model(
         settings, model_uri, advice="run `make run` first"
     )
     model_label = model_uri if model_version is None else f"{model_name} v{model_version}"
-    log = open_prediction_log(settings.prediction_log_path, sample_rows=settings.prediction_log_sample_rows)
+    log = open_configured_prediction_log(settings)
 
     def log_windows(
         rows: pd.DataFrame,
@@ -320,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = predict_recording(
-            export, model, model_label=model_label, features=features, on_scored=log_windows
+            export, loaded, model_label=model_label, features=features, on_scored=log_windows
         )
     finally:
         stats = log.close()
@@ -328,16 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if stats.failed or stats.dropped:  # reported, never fatal: the labels are printed
         print(
-            f"warning: prediction log {settings.prediction_log_path}: not written ({stats.last_error})",
+            f"warning: prediction log {settings.prediction_log_target}: not written ({stats.last_error})",
             file=sys.stderr,
         )
     sys.stdout.write(format_prediction(result))
-    if args.out is not None:
-        print(f"per-window table: {write_windows(result, args.out)}")
-    return 0
-
-
-if __name__ == "__main__":
-    from modules.errors import run_cli
-
-    run_cli(main)
+    if out is not None:
+        print(f"per-window table: {write_windows(result, out)}")

@@ -16,18 +16,19 @@ from sklearn.pipeline import Pipeline
 from modules.data import eeg_features as ef
 from modules.data.muse_exports import read_muse_export
 from modules.data.sample import STATES, _make_subjects, simulate_recording
-from modules.errors import DataValidationError, run_cli
+from modules.errors import DataValidationError
 from modules.models.preprocessing import build_preprocessor
+from modules.serving import recording as recording_module
 from modules.serving.prediction_log import read_prediction_log
 from modules.serving.recording import (
     label_runs,
-    main,
     overall_label,
     predict_recording,
     window_starts,
 )
 from modules.settings import get_settings, load_settings
 from modules.tracking import client as tracking
+from tests.commands import exit_code
 from tests.unit.data.test_muse_exports import lsl_jitter, write_mind_monitor, write_muse_lsl
 
 START = 1_546_300_800.0
@@ -88,10 +89,9 @@ def cli(store: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.C
 
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            run_cli(lambda: main([str(a) for a in args]))
+        code = exit_code(recording_module.cli, [str(a) for a in args])
         out, err = capsys.readouterr()
-        return exit_info.value.code, out, err
+        return code, out, err
 
     yield run
     get_settings.cache_clear()
