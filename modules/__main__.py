@@ -65,9 +65,7 @@ class StageGroup(click.Group):
             return None
         module_name, summary = COMMANDS[name]
         module = importlib.import_module(module_name)
-        command = getattr(module, "cli", None)
-        if command is None:  # a stage whose command line is still argparse: hand it the arguments
-            command = _pass_through(name, module.main, summary)
+        command = module.cli
         command.name = name
         command.short_help = summary
         return command
@@ -76,22 +74,6 @@ class StageGroup(click.Group):
         # From the table, so that `--help` imports none of the stages.
         with formatter.section("Commands"):
             formatter.write_dl([(name, summary) for name, (_, summary) in COMMANDS.items()])
-
-
-def _pass_through(name: str, main, summary: str) -> click.Command:
-    @click.command(
-        name,
-        help=f"{summary} (`python -m modules {name} --help` for its options)",
-        add_help_option=False,
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-    )
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args: tuple[str, ...]) -> None:
-        code = main(list(args))
-        if code:
-            raise SystemExit(code)
-
-    return command
 
 
 @click.group(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
+import click
 from dotenv import dotenv_values
 
 from modules.errors import ConfigurationError
@@ -323,28 +324,22 @@ def get_settings() -> Settings:
     return load_settings()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m modules settings get NAME`: print one resolved setting (the Makefile's source)."""
-    import argparse
+@click.group(
+    "settings",
+    help="Print a setting as resolved from the environment, then .env, then the defaults.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def cli() -> None:
+    """`python -m modules settings get NAME` (the Makefile's source of resolved settings)."""
 
-    parser = argparse.ArgumentParser(
-        prog="python -m modules settings",
-        description="Print a setting as resolved from the environment, then .env, then the defaults.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    get = sub.add_parser("get", help="print one setting, e.g. `get reports_dir`")
-    get.add_argument("name", help="a field of the settings, e.g. data_path, reports_dir, label_column")
-    args = parser.parse_args(argv)
+
+@cli.command("get", short_help="print one setting, e.g. `get reports_dir`")
+@click.argument("name")
+def get_command(name: str) -> None:
+    """Print one setting NAME, a field of the settings such as data_path, reports_dir or label_column."""
     settings = load_settings()
-    if args.name not in Settings.__dataclass_fields__ or args.name == "postgres":
+    if name not in Settings.__dataclass_fields__ or name == "postgres":
         raise ConfigurationError(
-            f"unknown setting {args.name!r}; expected a field such as data_path or reports_dir"
+            f"unknown setting {name!r}; expected a field such as data_path or reports_dir"
         )
-    print(getattr(settings, args.name))
-    return 0
-
-
-if __name__ == "__main__":
-    from modules.errors import run_cli
-
-    run_cli(main)
+    print(getattr(settings, name))

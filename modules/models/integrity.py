@@ -21,7 +21,6 @@ files, an operator may record their digest: `python -m modules integrity stamp N
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import hashlib
 import importlib
@@ -30,12 +29,13 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modules.errors import ConfigurationError, TrackingError, run_cli
+import click
+
+from modules.errors import ConfigurationError, TrackingError
 
 DIGEST_TAG = "model.sha256"
 STAMPED_BY_TAG = "model.sha256.stamped_by"
@@ -330,39 +330,38 @@ def stamp(name: str, version: str) -> str:
     return digest
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@click.group(
+    "integrity",
+    help="Check a registered model's files against the digest in the registry, or record the digest of a "
+    "version registered before digests existed.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def cli() -> None:
     """`python -m modules integrity verify|stamp ...`."""
     import mlflow
 
     from modules.settings import load_settings
 
-    parser = argparse.ArgumentParser(
-        prog="python -m modules integrity",
-        description="Check a registered model's files against the digest in the registry, or record the "
-        "digest of a version registered before digests existed.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    verify = commands.add_parser("verify", help="download a model and compare its files with its digest tag")
-    verify.add_argument("model", help="models:/NAME/VERSION, models:/NAME@ALIAS or models:/m-...")
-    stamp_parser = commands.add_parser(
-        "stamp", help="record the digest of a version that has none (check its files first)"
-    )
-    stamp_parser.add_argument("name", help="registered model name")
-    stamp_parser.add_argument("version", help="version number")
-    args = parser.parse_args(argv)
     # The registry only (not modules.tracking.client, which imports this module to check every load).
     uri = load_settings().mlflow_tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if args.command == "verify":
-        with tempfile.TemporaryDirectory(prefix="verified-model-") as tmp:
-            download_verified(args.model, tmp)
-        print(f"{args.model}: files match their digest")
-        return 0
-    digest = stamp(args.name, args.version)
-    print(f"model {args.name} v{args.version}: recorded {DIGEST_TAG}={digest}")
-    return 0
 
 
-if __name__ == "__main__":
-    run_cli(main)
+@cli.command("verify", short_help="download a model and compare its files with its digest tag")
+@click.argument("model")
+def verify_command(model: str) -> None:
+    """Download MODEL (models:/NAME/VERSION, models:/NAME@ALIAS or models:/m-...) and compare its files
+    with its digest tag."""
+    with tempfile.TemporaryDirectory(prefix="verified-model-") as tmp:
+        download_verified(model, tmp)
+    print(f"{model}: files match their digest")
+
+
+@cli.command("stamp", short_help="record the digest of a version that has none (check its files first)")
+@click.argument("name")
+@click.argument("version")
+def stamp_command(name: str, version: str) -> None:
+    """Record the digest of registered model NAME, version VERSION, which has none (check its files first)."""
+    digest = stamp(name, version)
+    print(f"model {name} v{version}: recorded {DIGEST_TAG}={digest}")

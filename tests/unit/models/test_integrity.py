@@ -27,13 +27,14 @@ from modules.models.integrity import (
     DIGEST_TAG,
     ModelIntegrityError,
     artifact_digest,
+    cli,
     load_skops,
-    main,
 )
 from modules.models.preprocessing import build_preprocessor
 from modules.models.promotion import Candidate, Schema
 from modules.settings import PROJECT_ROOT, load_settings
 from modules.tracking import client as tracking
+from tests.commands import run_command
 
 COLUMNS = ["a_a", "b_a", "c_b", "d_b"]
 SCHEMA = Schema.of(COLUMNS, ["NEGATIVE", "POSITIVE"])
@@ -269,14 +270,14 @@ def test_a_version_without_a_digest_is_refused_until_stamped(
     )
     for key, value in store.items():  # the command line reads its settings from the environment
         monkeypatch.setenv(key, value)
-    assert main(["stamp", "legacy", str(old)]) == 0
+    assert run_command(cli, ["stamp", "legacy", str(old)]) == 0
     assert "recorded model.sha256=" in capsys.readouterr().out
     assert list(tracking.load_model(f"models:/legacy/{old}").predict(X.head(2))) == list(y[:2])
     with pytest.raises(ConfigurationError, match="a stamp never replaces one"):
-        main(["stamp", "legacy", str(old)])
+        run_command(cli, ["stamp", "legacy", str(old)])
     _flip_one_byte(_files_in_store(uri) / "artifacts" / "model.skops")
     with pytest.raises(ModelIntegrityError, match="artifact digest mismatch"):
-        main(["verify", f"models:/legacy/{old}"])
+        run_command(cli, ["verify", f"models:/legacy/{old}"])
 
 
 @pytest.mark.slow
