@@ -387,11 +387,7 @@ def cli(
     label_column: str | None,
 ) -> None:
     """`python -m modules predict DATA`: score a CSV with a registered model (the champion by default)."""
-    from modules.serving.prediction_log import (
-        PredictionRecord,
-        new_request_id,
-        open_configured_prediction_log,
-    )
+    from modules.serving.prediction_log import open_configured_prediction_log, scored_rows_logger
     from modules.settings import get_settings
 
     if family is not None and model is not None:
@@ -405,21 +401,10 @@ def cli(
     loaded, model_name, model_version = load_registered_model(settings, model_uri)
     log = open_configured_prediction_log(settings)
 
+    log_rows = scored_rows_logger(log, "batch", model_name, model_version)
+
     def log_batch(rows: pd.DataFrame, result: Prediction, latency_ms: float) -> None:
-        probabilities = None if result.probabilities is None else np.asarray(result.probabilities)
-        log.append(
-            PredictionRecord(
-                source="batch",
-                request_id=new_request_id(),
-                model_name=model_name,
-                model_version=model_version,
-                inputs=rows,
-                labels=result.labels,
-                probabilities=probabilities,
-                classes=result.classes,
-                latency_ms=latency_ms,
-            )
-        )
+        log_rows(rows, result.labels, result.probabilities, result.classes, latency_ms)
 
     try:
         summary = score_batch(

@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -569,3 +570,31 @@ def read_prediction_log(
     for name in ("sampled_rows", "labels", "probabilities", "classes"):
         rows[name] = [None if value is None else json.loads(value) for value in rows[name]]
     return rows
+
+
+ScoredRowsLogger = Callable[[pd.DataFrame, Any, Any, "list[str] | None", float], None]
+
+
+def scored_rows_logger(
+    log: PredictionLog, source: str, model_name: str, model_version: str | None
+) -> ScoredRowsLogger:
+    """A callback `(rows, labels, probabilities, classes, latency_ms)` appending each scored chunk to `log`."""
+
+    def append(
+        rows: pd.DataFrame, labels: Any, probabilities: Any, classes: list[str] | None, latency_ms: float
+    ) -> None:
+        log.append(
+            PredictionRecord(
+                source=source,
+                request_id=new_request_id(),
+                model_name=model_name,
+                model_version=model_version,
+                inputs=rows,
+                labels=list(labels),
+                probabilities=None if probabilities is None else np.asarray(probabilities),
+                classes=classes,
+                latency_ms=latency_ms,
+            )
+        )
+
+    return append

@@ -282,11 +282,7 @@ def cli(
 ) -> None:
     """`python -m modules predict-recording FILE`: label a Muse recording window by window with the champion."""
     from modules.serving.batch import load_registered_model
-    from modules.serving.prediction_log import (
-        PredictionRecord,
-        new_request_id,
-        open_configured_prediction_log,
-    )
+    from modules.serving.prediction_log import open_configured_prediction_log, scored_rows_logger
     from modules.settings import get_settings
 
     if family is not None and model is not None:
@@ -306,27 +302,7 @@ def cli(
     model_label = model_uri if model_version is None else f"{model_name} v{model_version}"
     log = open_configured_prediction_log(settings)
 
-    def log_windows(
-        rows: pd.DataFrame,
-        labels: np.ndarray,
-        probabilities: np.ndarray | None,
-        classes: list[str] | None,
-        latency_ms: float,
-    ) -> None:
-        log.append(
-            PredictionRecord(
-                source="recording",
-                request_id=new_request_id(),
-                model_name=model_name,
-                model_version=model_version,
-                inputs=rows,
-                labels=list(labels),
-                probabilities=probabilities,
-                classes=classes,
-                latency_ms=latency_ms,
-            )
-        )
-
+    log_windows = scored_rows_logger(log, "recording", model_name, model_version)
     try:
         result = predict_recording(
             export, loaded, model_label=model_label, features=features, on_scored=log_windows
