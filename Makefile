@@ -106,14 +106,14 @@ cards: install ## Save the latest runs' Metaflow cards as HTML in reports/ (tuni
 	$(PY) metaflows_flow/tuning_flow.py card get join "$$dir/tuning_card.html" && \
 	$(PY) metaflows_flow/ml_pipeline_flow.py card get report "$$dir/training_card.html"
 
-predict: install ## Score DATA with the champion of MODEL=svm|dnn trained on DATA (or TRAINED_ON=...; MODEL_URI=... for any model)
+predict: install ## Score DATA with the champion of MODEL=svm|dnn|logistic trained on DATA (or TRAINED_ON=...; MODEL_URI=... for any model)
 	$(REPORTS_ENV) $(PY) -m modules predict $(if $(DATA),"$(DATA)") $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))"))
 
 predict-recording: install ## Label a Muse recording FILE=rec.csv over time with the champion of MODEL trained on TRAINED_ON (OUT=windows.csv)
 	@test -n "$(FILE)" || { echo "error: name the recording: make predict-recording FILE=rec.csv" >&2; exit 2; }
 	$(REPORTS_ENV) $(PY) -m modules predict-recording "$(FILE)" $(if $(OUT),--out "$(OUT)") $(if $(MODEL_URI),--model $(MODEL_URI),--family $(MODEL) $(if $(TRAINED_ON),--data-path "$(TRAINED_ON)")) $(if $(SAMPLING_RATE),--sampling-rate $(SAMPLING_RATE))
 
-serve: install ## Serve the champion over HTTP on 127.0.0.1 (MODEL=svm|dnn; PORT=... else SERVE_PORT, 8080)
+serve: install ## Serve the champion over HTTP on 127.0.0.1 (MODEL=svm|dnn|logistic; PORT=... else SERVE_PORT, 8080)
 	$(PY) -m modules serve --family $(MODEL) $(if $(or $(TRAINED_ON),$(DATA)),--data-path "$(or $(TRAINED_ON),$(DATA))") $(if $(PORT),--port $(PORT))
 
 monitor: install ## Check the champion for drift: DATA=batch.csv, else the prediction log (FEEDBACK=labels.csv; FAIL_ON_DRIFT=1 exits 3)

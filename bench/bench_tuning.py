@@ -41,8 +41,8 @@ from modules.data.loading import encode_labels, load_dataset  # noqa: E402
 from modules.data.splitting import cv_folds, make_split  # noqa: E402
 from modules.errors import ConfigurationError, run_cli  # noqa: E402
 from modules.models.preprocessing import build_preprocessor, describe_preprocessor  # noqa: E402
+from modules.models.scoring import evaluate  # noqa: E402
 from modules.models.svm import fit_svm_model, original_search_space, tune_svm  # noqa: E402
-from modules.serving.batch import evaluate  # noqa: E402
 from modules.settings import get_settings  # noqa: E402
 
 IMPORT_SECONDS = time.perf_counter() - _IMPORTS_STARTED

@@ -223,7 +223,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             recording_rows,
             training_report_html,
         )
-        from modules.serving.batch import Evaluation, plot_confusion_matrix
+        from modules.models.scoring import Evaluation, plot_confusion_matrix
         from modules.tracking import client as tracking
 
         families = self.models
@@ -327,8 +327,8 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
 
     def _record(self, trained, data, child_run_id, model_uri) -> dict:
         """Log the held-out figures and the drift reference to the step's run; return what later steps need."""
+        from modules.models.scoring import classification_report_text
         from modules.monitoring.check import log_training_reference
-        from modules.serving.batch import classification_report_text
         from modules.tracking import client as tracking
 
         # MonitoringFlow compares what the model sees with these training rows, without the data.

@@ -28,7 +28,11 @@ SETTINGS = get_settings()
 class MonitoringFlow(FlowSpec, SplitDataSteps):
     """Compare a window of the champion's inputs with its training reference and decide whether to retrain."""
 
-    family = Parameter("family", default="svm", help="model family whose champion is checked (svm, dnn)")
+    family = Parameter(
+        "family",
+        default="svm",
+        help="model family whose champion is checked (svm, dnn, logistic, ...: the registry's)",
+    )
     trained_on = Parameter(
         "trained-on",
         default=str(SETTINGS.data_path),

@@ -153,8 +153,8 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         """Keep the best settings of each family and show every candidate in a card."""
         from metaflow.cards import Image, Markdown, Table
 
-        from modules.models.families import get_family
-        from modules.models.reports import figure_png, plot_search_scores
+        from modules.models.families import get_family, plot_search_scores
+        from modules.models.reports import figure_png
         from modules.tracking import client as tracking
 
         # Keyed by family, in the order the families were listed (branches finish in any order).

@@ -37,7 +37,7 @@ from modules.data.loading import encode_labels as encode_labels
 from modules.data.splitting import cv_folds
 from modules.errors import ConfigurationError, DataValidationError
 from modules.models.evaluation import CrossValidation
-from modules.models.families import ModelFamily, TuningContext, TuningOutcome
+from modules.models.family import ModelFamily, TuningContext, TuningOutcome
 from modules.models.preprocessing import build_preprocessor, describe_preprocessor
 from modules.models.training import PreparedData, TrainedModel, report_on_held_out
 

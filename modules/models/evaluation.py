@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.dummy import DummyClassifier
 
 from modules.errors import DataValidationError
-from modules.serving.batch import Evaluation
+from modules.models.scoring import Evaluation
 
 BOOTSTRAP_RESAMPLES = 2000
 INTERVAL_LEVEL = 0.95

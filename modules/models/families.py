@@ -1,9 +1,8 @@
-"""The model-family interface and the registry: the one place that lists the families.
+"""The registry of model families: the one place that lists them.
 
-A family says how to tune itself on a split's training part, how to fit and evaluate its final
-model, and how to package that model for MLflow. The flows iterate over `family_names()` (a
-Metaflow `foreach`) and call only what `ModelFamily` declares, so adding a family is one new
-file that subclasses it plus one `register(...)` line below.
+The flows iterate over `family_names()` (a Metaflow `foreach`) and call only what the interface
+(`modules.models.family.ModelFamily`) declares, so adding a family is one new file that
+subclasses it plus one line in `_load_builtin` below (or a `register(...)` call).
 
     family = get_family("svm")
     tuned = family.tune(data, context)                 # best params and CV figures
@@ -13,92 +12,26 @@ file that subclasses it plus one `register(...)` line below.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from modules.errors import ConfigurationError
+from modules.models.family import ModelFamily, TuningContext, TuningOutcome
 
-if TYPE_CHECKING:  # the runtime imports stay light: the registry is read by every flow step
-    from matplotlib.axes import Axes
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-    from modules.models.evaluation import CrossValidation
-    from modules.models.training import PreparedData, TrainedModel
-
-
-@dataclass(frozen=True)
-class TuningContext:
-    """What every family's search and final fit share: the split's settings and the budgets.
-
-    `budgets` holds the per-family budgets by their settings' names (`svm_max_candidates`,
-    `dnn_max_trials`, `dnn_max_epochs`, ...); a family reads its own and ignores the rest.
-    `on_trial_end` receives each trial of a family that has trials (the DNN), for nested runs.
-    """
-
-    cv_folds: int
-    pca_variance: float | None
-    seed: int
-    n_jobs: int = 2
-    budgets: dict[str, int] = field(default_factory=dict)
-    on_trial_end: Callable[[Any], None] | None = None
-
-
-@dataclass
-class TuningOutcome:
-    """A family's search: the settings training uses, the figures logged, the full search record.
-
-    `best` always has `params`, `cv_accuracy`, `cv_std` and `cv_folds` (more for some families,
-    e.g. the DNN's `val_accuracy` and `epochs`); `metrics` go to the tuning step's MLflow run;
-    `search` is JSON-safe (a Metaflow artifact, `<family>_search.json`, the card's table).
-    """
-
-    best: dict[str, Any]
-    metrics: dict[str, float]
-    search: dict[str, Any]
-
-
-class ModelFamily(ABC):
-    """One kind of model: its search, its final fit and evaluation, its MLflow packaging."""
-
-    name: str  # registry key, MLflow step-run suffix and registered-name suffix (`<prefix>-<name>`)
-    title: str  # for people: card sections and figure titles
-    search_title: str = "search"  # heading of the card's table of this family's search
-
-    @abstractmethod
-    def tune(self, data: PreparedData, context: TuningContext) -> TuningOutcome:
-        """Search the family's space on the training part's CV folds (never the held-out rows)."""
-
-    @abstractmethod
-    def train(
-        self,
-        data: PreparedData,
-        best: dict[str, Any],
-        context: TuningContext,
-        *,
-        cv: CrossValidation | None = None,
-    ) -> TrainedModel:
-        """Fit the final model on the whole training part and evaluate it on the held-out rows."""
-
-    @abstractmethod
-    def log_model(self, trained: TrainedModel, input_example: Any) -> str:
-        """Log the fitted model to the active MLflow run (signature, trusted types); its URI."""
-
-    def apply_override(self, best: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-        """`best` with a person's `--params-override` values for this family merged into its params."""
-        return {**best, "params": {**best["params"], **values}}
-
-    def search_table(self, search: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-        """Headers and rows of the card's table of this search, best first."""
-        from modules.models.reports import CANDIDATE_TABLE_HEADERS, candidate_rows
-
-        return CANDIDATE_TABLE_HEADERS, candidate_rows(search)
-
-    def plot_search(self, ax: Axes, search: dict[str, Any]) -> None:
-        """Draw the search's scores on one subplot of the tuning card's figure."""
-        from modules.models.reports import plot_candidate_scores
-
-        plot_candidate_scores(ax, search, self.title)
+__all__ = [
+    "ModelFamily",
+    "TuningContext",
+    "TuningOutcome",
+    "family_names",
+    "get_family",
+    "plot_search_scores",
+    "register",
+    "select_families",
+    "unregister",
+]
 
 
 _REGISTRY: dict[str, ModelFamily] = {}
@@ -169,3 +102,14 @@ def select_families(names: Iterable[str] | str | None, what: str = "MODEL_FAMILI
             f"known: {', '.join(known)}"
         )
     return [n for n in known if n in wanted]
+
+
+def plot_search_scores(searches: dict[str, dict[str, Any]]) -> Figure:
+    """One subplot per model family, each drawn by its family (`ModelFamily.plot_search`)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(searches), figsize=(6 * len(searches), 4.5), constrained_layout=True)
+    for ax, (family, search) in zip(np.atleast_1d(axes), searches.items(), strict=True):
+        get_family(family).plot_search(ax, search)
+    return fig

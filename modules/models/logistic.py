@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from modules.data.splitting import cv_folds
 from modules.models.evaluation import CrossValidation
-from modules.models.families import ModelFamily, TuningContext, TuningOutcome
+from modules.models.family import ModelFamily, TuningContext, TuningOutcome
 from modules.models.halving import HalvingTuningResult, Progress, halving_search
 from modules.models.preprocessing import build_preprocessor
 from modules.models.training import PreparedData, TrainedModel, train_pipeline

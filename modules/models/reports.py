@@ -11,7 +11,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: cards and reports are written, never shown
 import matplotlib.pyplot as plt
-import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -100,16 +99,6 @@ def plot_trial_scores(ax: Axes, dnn_result: dict[str, Any]) -> None:
     ax.set_ylim(0, 1)
     ax.tick_params(axis="x", rotation=45)
     ax.grid(axis="y", alpha=0.3)
-
-
-def plot_search_scores(searches: dict[str, dict[str, Any]]) -> Figure:
-    """One subplot per model family, each drawn by its family (`ModelFamily.plot_search`)."""
-    from modules.models.families import get_family
-
-    fig, axes = plt.subplots(1, len(searches), figsize=(6 * len(searches), 4.5), constrained_layout=True)
-    for ax, (family, search) in zip(np.atleast_1d(axes), searches.items(), strict=True):
-        get_family(family).plot_search(ax, search)
-    return fig
 
 
 def figure_png(fig: Figure) -> bytes:

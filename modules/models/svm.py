@@ -31,7 +31,7 @@ from sklearn.svm import SVC
 from modules.data.splitting import CALIBRATION_FOLDS, cv_folds
 from modules.errors import ConfigurationError
 from modules.models.evaluation import CrossValidation
-from modules.models.families import ModelFamily, TuningContext, TuningOutcome
+from modules.models.family import ModelFamily, TuningContext, TuningOutcome
 from modules.models.halving import HALVING_FACTOR, HalvingTuningResult, Progress, halving_search
 from modules.models.halving import SCORING as SCORING  # re-exported: callers import it from here
 from modules.models.halving import CandidateScore as CandidateScore

@@ -21,7 +21,7 @@ from modules.data.loading import Dataset, load_dataset, read_metadata
 from modules.data.splitting import Split, groups_from_metadata, make_split
 from modules.models.evaluation import CrossValidation, HeldOutReport, LeakGap, held_out_report
 from modules.models.preprocessing import describe_preprocessor
-from modules.serving.batch import evaluate
+from modules.models.scoring import evaluate
 
 Progress = Callable[[str], None]
 # Fits on (train rows, held-out rows) -> predicted labels of the held-out rows.

@@ -121,7 +121,9 @@ def check_champion(
     feedback_path: Path | None = None,
 ) -> CheckResult:
     """Compare the champion's training reference with a window of its inputs, and decide."""
-    model_name = settings.model_name(family)
+    from modules.models.families import get_family
+
+    model_name = settings.model_name(get_family(family).name)  # an unknown family is one line
     champion = tracking.champion_version(model_name)
     with tempfile.TemporaryDirectory(prefix="reference-") as tmp:
         folder = tracking.download_run_directory(champion.run_id, REFERENCE_ARTIFACTS, Path(tmp))

@@ -478,7 +478,9 @@ def cli(
     check_serve_bind(host, os.environ)  # before anything is loaded or bound
     if data_path is not None:
         settings = settings.for_data(data_path)
-    name = model_name or settings.model_name(family or "svm")
+    from modules.models.families import get_family
+
+    name = model_name or settings.model_name(get_family(family or "svm").name)
     masked = tracking.connect(settings)
     follower = AliasFollower(name, alias, poll_s, load_served_model)
     model = follower.load_now()  # a tampered or missing model stops here: one line, exit 2

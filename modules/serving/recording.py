@@ -295,7 +295,9 @@ def cli(
     # A bad recording is one line before any connection is made.
     export = read_muse_export(recording, sampling_rate=sampling_rate, zero_aux=zero_aux)
     features = feature_rows(export)
-    model_uri = model or f"models:/{settings.model_name(family or 'svm')}@champion"
+    from modules.models.families import get_family
+
+    model_uri = model or f"models:/{settings.model_name(get_family(family or 'svm').name)}@champion"
     loaded, model_name, model_version = load_registered_model(
         settings, model_uri, advice="run `make run` first"
     )

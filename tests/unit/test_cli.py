@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -64,4 +65,20 @@ def test_a_project_error_is_one_line_and_its_exit_code(tmp_path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"error: dataset not found: {tmp_path / 'missing.csv'} (run `make data` to download or build it)"
+    ]
+
+
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_an_unknown_model_family_is_one_line_naming_the_known_ones(command: str, tmp_path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "modules", command, "--family", "nope"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: unknown model family 'nope'; known: svm, dnn, logistic"
     ]

@@ -12,7 +12,7 @@ from modules.models.evaluation import (
     majority_baseline,
     per_recording_scores,
 )
-from modules.serving.batch import evaluate
+from modules.models.scoring import evaluate
 
 
 def test_the_baseline_predicts_the_training_majority_on_the_held_out_rows():

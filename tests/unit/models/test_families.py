@@ -23,6 +23,7 @@ from modules.models.families import (
     TuningOutcome,
     family_names,
     get_family,
+    plot_search_scores,
     register,
     select_families,
     unregister,
@@ -30,7 +31,7 @@ from modules.models.families import (
 from modules.models.halving import halving_search
 from modules.models.integrity import untrusted_types
 from modules.models.preprocessing import build_preprocessor
-from modules.models.reports import dnn_trial_rows, figure_png, plot_search_scores
+from modules.models.reports import dnn_trial_rows, figure_png
 from modules.models.training import PreparedData, TrainedModel, prepare_data, train_pipeline
 from modules.settings import load_settings
 from modules.tracking import client as tracking

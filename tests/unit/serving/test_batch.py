@@ -13,14 +13,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from modules.errors import DataValidationError
-from modules.serving.batch import (
+from modules.models.scoring import (
     Evaluation,
     classification_report_text,
     evaluate,
     plot_confusion_matrix,
     predict,
-    score_batch,
 )
+from modules.serving.batch import score_batch
 
 Y_TRUE = ["a", "a", "b", "b", "c", "c"]
 Y_PRED = ["a", "b", "b", "b", "c", "a"]
