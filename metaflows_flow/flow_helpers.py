@@ -130,6 +130,21 @@ def _reopen_after_resume(parent_id: str) -> None:
         )
 
 
+def family_step(env: Any = None) -> Any:
+    """Resources of the per-family `foreach` steps: on Kubernetes a GPU node when a chosen family asks
+    for one (the DNN), else CPU. Locally `@resources`, which local runs ignore (the registry is not
+    even loaded), so `make run` is unchanged."""
+    from modules.kubernetes import kubernetes_step, on_kubernetes
+
+    if not on_kubernetes(env):
+        return kubernetes_step("cpu", env)
+    from modules.models.families import get_family, select_families
+
+    chosen = select_families(get_settings().model_families)
+    wants_gpu = any(get_family(name).accelerator == "gpu" for name in chosen)
+    return kubernetes_step("gpu" if wants_gpu else "cpu", env)
+
+
 def runtime_tags() -> dict[str, str]:
     """The parent run's tag naming the process that runs the flow (this step's parent, Metaflow's runtime)."""
     from modules.tracking import client as tracking

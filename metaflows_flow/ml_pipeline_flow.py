@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metaflow import FlowSpec, Parameter, card, current, exit_hook, retry, step
+from metaflow import FlowSpec, Parameter, card, current, exit_hook, retry, step, trigger_on_finish
 
-from metaflows_flow.flow_helpers import SplitDataSteps, run_flow, tracked
+from metaflows_flow.flow_helpers import SplitDataSteps, family_step, run_flow, tracked
 from modules.errors import ConfigurationError
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
@@ -55,6 +55,9 @@ def parse_overrides(text: str, families: list[str] | None = None) -> dict[str, d
 # of a failed flow. Only the idempotent steps after training are retried after an outage.
 # Named by module path: Metaflow runs the hook in a new process, from the directory the flow was
 # started in (the project root is on PYTHONPATH, as `make` sets it).
+# Deployed on Argo Workflows (`make deploy-argo`), a finished TuningFlow starts this flow on its
+# own run; run locally, the decorator does nothing and `--tuning-flow-run-id` decides.
+@trigger_on_finish(flow="TuningFlow")
 @exit_hook(on_error=["metaflows_flow.flow_helpers.close_failed_flow"])
 class MLPipelineFlow(FlowSpec, SplitDataSteps):
     """Refit the best models on the training part, evaluate on held-out rows, register, promote."""
@@ -80,7 +83,9 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
         from modules.tracking import client as tracking
 
         parse_overrides(self.params_override)  # bad JSON fails before the tuning run is looked up
-        tuning = find_tuning_run(self.tuning_flow_run_id)
+        # Triggered by a finished TuningFlow on Argo: train from that very run.
+        trigger = current.get("trigger")  # absent when not triggered
+        tuning = find_tuning_run(trigger.run.id if trigger else self.tuning_flow_run_id)
         self.tuning_pathspec = tuning.pathspec
         artifacts = tuning.data
         if "dataset" not in artifacts:
@@ -132,6 +137,7 @@ class MLPipelineFlow(FlowSpec, SplitDataSteps):
             tracking.log_dict(self.best, "best_params.json")
         self.next(self.train, foreach="families")
 
+    @family_step()
     @tracked
     @step
     def train(self):

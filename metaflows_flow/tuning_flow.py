@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, retry, step
 
-from metaflows_flow.flow_helpers import SplitDataSteps, run_flow, tracked
+from metaflows_flow.flow_helpers import SplitDataSteps, family_step, run_flow, tracked
 from modules.settings import SPLIT_PROTOCOLS, get_settings
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
@@ -127,6 +127,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
             tracking.log_dict(self.split, "split.json")
         self.next(self.tune, foreach="families")
 
+    @family_step()
     @tracked
     @step
     def tune(self):

@@ -635,6 +635,7 @@ def train_dnn(
 class DnnFamily(ModelFamily):
     """The Keras DNN: keras-tuner Bayesian optimisation, then the best settings cross-validated."""
 
+    accelerator = "gpu"  # Keras trains on a GPU node on Kubernetes (GPU_STEPS=0 turns it off)
     name = "dnn"
     title = "DNN"
     search_title = "DNN trials"

@@ -56,6 +56,8 @@ class ModelFamily(ABC):
     name: str  # registry key, MLflow step-run suffix and registered-name suffix (`<prefix>-<name>`)
     title: str  # for people: card sections and figure titles
     search_title: str = "search"  # heading of the card's table of this family's search
+    # "gpu": on Kubernetes, the steps that tune and train this family ask for a GPU node.
+    accelerator: str = "cpu"
 
     @abstractmethod
     def tune(self, data: PreparedData, context: TuningContext) -> TuningOutcome:

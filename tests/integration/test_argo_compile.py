@@ -167,6 +167,29 @@ def test_gpu_steps_alone_get_a_gpu_the_gke_node_selector_and_the_toleration(comp
     assert steps["join"]["container"]["resources"]["requests"]["cpu"] == "1"
 
 
+@pytest.mark.parametrize(("flow", "family_step"), [("TuningFlow", "tune"), ("MLPipelineFlow", "train")])
+def test_the_pipelines_family_steps_get_the_gpu_the_dnn_asks_for(
+    compiled: DryRun, flow: str, family_step: str
+) -> None:
+    """The registry's DNN declares accelerator "gpu": the foreach step over families gets the GPU node,
+    the steps around it (data, registration, reports) do not."""
+    steps = step_templates(compiled.template(flow))
+    assert steps[family_step]["container"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert steps[family_step]["nodeSelector"] == {
+        "cloud.google.com/gke-accelerator": PROFILE["GPU_ACCELERATOR"]
+    }
+    for name, step in steps.items():
+        if name != family_step:
+            assert "nvidia.com/gpu" not in (step["container"]["resources"]["limits"] or {}), name
+
+
+def test_the_training_flow_starts_when_the_tuning_flow_finishes(compiled: DryRun) -> None:
+    annotations = compiled.template("MLPipelineFlow")["metadata"]["annotations"]
+    assert json.loads(annotations["metaflow/triggers"]) == [
+        {"name": "metaflow.TuningFlow.end", "type": "run"}
+    ]
+
+
 def test_the_foreach_fans_out_one_pod_per_chunk(compiled: DryRun) -> None:
     template = compiled.template("ArgoProbeFlow")
     tasks = [task for t in template["spec"]["templates"] if "dag" in t for task in t["dag"]["tasks"]]
