@@ -93,3 +93,13 @@ class ModelFamily(ABC):
         from modules.models.reports import plot_candidate_scores
 
         plot_candidate_scores(ax, search, self.title)
+
+
+class SklearnPipelineFamily(ModelFamily):
+    """A family whose final model is one scikit-learn pipeline, logged as skops with the shared
+    models-from-code file (`sklearn_model_code.py`) and checked against the trusted types."""
+
+    def log_model(self, trained: TrainedModel, input_example: Any) -> str:
+        from modules.tracking import client as tracking
+
+        return tracking.log_sklearn_model(trained.model, input_example)

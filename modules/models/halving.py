@@ -28,6 +28,7 @@ from sklearn.model_selection import HalvingGridSearchCV
 from sklearn.pipeline import Pipeline
 
 from modules.errors import ConfigurationError
+from modules.models.family import TuningOutcome
 from modules.models.preprocessing import build_preprocessor
 
 SCORING = "accuracy"
@@ -71,6 +72,23 @@ class HalvingTuningResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of built-in types (for Metaflow artifacts, MLflow params/JSON)."""
         return asdict(self)
+
+    def outcome(self, cv_folds: int) -> TuningOutcome:
+        """The search as a family's tuning outcome: best settings, the figures logged, the record."""
+        return TuningOutcome(
+            best={
+                "params": self.best_params,
+                "cv_accuracy": self.cv_mean,
+                "cv_std": self.cv_std,
+                "cv_folds": cv_folds,
+            },
+            metrics={
+                "cv_accuracy_mean": self.cv_mean,
+                "cv_accuracy_std": self.cv_std,
+                "search_seconds": self.elapsed_s,
+            },
+            search=self.to_dict(),
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HalvingTuningResult:

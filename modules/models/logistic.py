@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from modules.data.splitting import cv_folds
 from modules.models.evaluation import CrossValidation
-from modules.models.family import ModelFamily, TuningContext, TuningOutcome
+from modules.models.family import SklearnPipelineFamily, TuningContext, TuningOutcome
 from modules.models.halving import HalvingTuningResult, Progress, halving_search
 from modules.models.preprocessing import build_preprocessor
 from modules.models.training import PreparedData, TrainedModel, train_pipeline
@@ -99,7 +99,7 @@ def train_logistic(
     return train_pipeline(data, "logistic", fit, seed=seed, cv=cv)
 
 
-class LogisticFamily(ModelFamily):
+class LogisticFamily(SklearnPipelineFamily):
     """Logistic regression: a halving search over C, probabilities without calibration."""
 
     name = "logistic"
@@ -116,20 +116,7 @@ class LogisticFamily(ModelFamily):
             n_jobs=context.n_jobs,
             seed=context.seed,
         )
-        return TuningOutcome(
-            best={
-                "params": result.best_params,
-                "cv_accuracy": result.cv_mean,
-                "cv_std": result.cv_std,
-                "cv_folds": context.cv_folds,
-            },
-            metrics={
-                "cv_accuracy_mean": result.cv_mean,
-                "cv_accuracy_std": result.cv_std,
-                "search_seconds": result.elapsed_s,
-            },
-            search=result.to_dict(),
-        )
+        return result.outcome(context.cv_folds)
 
     def train(
         self,
@@ -142,8 +129,3 @@ class LogisticFamily(ModelFamily):
         return train_logistic(
             data, best["params"], pca_variance=context.pca_variance, seed=context.seed, cv=cv
         )
-
-    def log_model(self, trained: TrainedModel, input_example: Any) -> str:
-        from modules.tracking import client as tracking
-
-        return tracking.log_sklearn_model(trained.model, input_example)

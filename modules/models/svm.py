@@ -31,7 +31,7 @@ from sklearn.svm import SVC
 from modules.data.splitting import CALIBRATION_FOLDS, cv_folds
 from modules.errors import ConfigurationError
 from modules.models.evaluation import CrossValidation
-from modules.models.family import ModelFamily, TuningContext, TuningOutcome
+from modules.models.family import SklearnPipelineFamily, TuningContext, TuningOutcome
 from modules.models.halving import HALVING_FACTOR, HalvingTuningResult, Progress, halving_search
 from modules.models.halving import SCORING as SCORING  # re-exported: callers import it from here
 from modules.models.halving import CandidateScore as CandidateScore
@@ -234,7 +234,7 @@ def train_svm(
     return train_pipeline(data, "svm", fit, refit=refit, seed=seed, cv=cv)
 
 
-class SvmFamily(ModelFamily):
+class SvmFamily(SklearnPipelineFamily):
     """The calibrated SVM: successive halving over C x gamma x kernel."""
 
     name = "svm"
@@ -250,20 +250,7 @@ class SvmFamily(ModelFamily):
             pca_variance=context.pca_variance,
             seed=context.seed,
         )
-        return TuningOutcome(
-            best={
-                "params": result.best_params,
-                "cv_accuracy": result.cv_mean,
-                "cv_std": result.cv_std,
-                "cv_folds": context.cv_folds,
-            },
-            metrics={
-                "cv_accuracy_mean": result.cv_mean,
-                "cv_accuracy_std": result.cv_std,
-                "search_seconds": result.elapsed_s,
-            },
-            search=result.to_dict(),
-        )
+        return result.outcome(context.cv_folds)
 
     def train(
         self,
@@ -274,8 +261,3 @@ class SvmFamily(ModelFamily):
         cv: CrossValidation | None = None,
     ) -> TrainedModel:
         return train_svm(data, best["params"], pca_variance=context.pca_variance, seed=context.seed, cv=cv)
-
-    def log_model(self, trained: TrainedModel, input_example: Any) -> str:
-        from modules.tracking import client as tracking
-
-        return tracking.log_sklearn_model(trained.model, input_example)
