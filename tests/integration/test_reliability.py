@@ -131,9 +131,9 @@ def test_a_tracking_outage_fails_the_flow_in_one_line_within_the_bound(
         server.stop()
     output = flow.output
     assert flow.process.returncode == EXIT_UNAVAILABLE, output  # the flow's own process says "outage" too
-    # One line per step that was tracking when the server died (the other branch may be killed first).
+    # One line per step that was tracking when the server died (the other branches may be killed first).
     errors = re.findall(r"\(pid \d+\)\] error: (.*)", output)
-    assert 1 <= len(errors) <= 2, output
+    assert 1 <= len(errors) <= len(FAMILIES), output
     for error in errors:
         assert re.fullmatch(
             rf"MLflow tracking server at {re.escape(server.tracking_uri)} is not answering: "
@@ -201,7 +201,10 @@ def test_a_killed_training_step_registers_nothing_and_resume_registers_one_versi
         assert versions[0].tags["metaflow.pathspec"] == pathspec
         assert str(versions[0].version) == resumed.data.models[family]["version"]
     # The SVM branch was cloned from the killed run, the DNN branch trained again.
-    origin_svm = next(t for t in reliability_flows.metaflow_run(origin)["train"] if t.data.family == "svm")
+    # (The killed DNN task left no artifacts: only finished tasks are asked for their family.)
+    origin_svm = next(
+        t for t in reliability_flows.metaflow_run(origin)["train"] if t.successful and t.data.family == "svm"
+    )
     assert resumed.data.models["svm"]["run_id"] == origin_svm.data.trained["run_id"]
 
     parent = client.get_run(parent_id)

@@ -324,7 +324,8 @@ def test_make_predict_appends_its_batch_to_the_prediction_log(registry, tmp_path
         [
             sys.executable,
             "-m",
-            "modules.serving.batch",
+            "modules",
+            "predict",
             str(data),
             "--model",
             f"models:/{NAME}@champion",
