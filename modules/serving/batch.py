@@ -18,6 +18,7 @@ from modules.data.loading import normalise_column_name, read_raw_csv
 from modules.errors import DataValidationError
 from modules.files import write_atomically
 from modules.models.scoring import Prediction, predict
+from modules.serving.model_choice import chosen_model, model_choice
 
 
 def _with_clean_header(frame: pd.DataFrame) -> pd.DataFrame:
@@ -156,24 +157,7 @@ def load_registered_model(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 @click.argument("data", type=click.Path(path_type=Path), required=False)
-@click.option(
-    "--family",
-    default=None,
-    help="model family whose champion scores the rows, e.g. svm or dnn (default: svm); its registered name "
-    "follows the settings and --data-path",
-)
-@click.option(
-    "--model",
-    default=None,
-    help="an explicit model URI instead of --family, e.g. models:/eeg-emotion-dnn@champion or models:/NAME/3",
-)
-@click.option(
-    "--data-path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="the dataset the models were trained on; names the registered model like the flows do (default: "
-    "DATA_PATH; emotions.csv -> eeg-emotion-FAMILY, digits.csv -> digits-FAMILY)",
-)
+@model_choice
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -193,16 +177,10 @@ def cli(
     from modules.serving.prediction_log import open_configured_prediction_log, scored_rows_logger
     from modules.settings import get_settings
 
-    if family is not None and model is not None:
-        raise click.UsageError("give --family or --model, not both")
     settings = get_settings()
     data = data or settings.data_path
     out = out or settings.reports_dir / "predictions.csv"
-    if data_path is not None:
-        settings = settings.for_data(data_path)
-    from modules.models.families import get_family
-
-    model_uri = model or f"models:/{settings.model_name(get_family(family or 'svm').name)}@champion"
+    settings, model_uri = chosen_model(settings, family, model, data_path)
     loaded, model_name, model_version = load_registered_model(settings, model_uri)
     log = open_configured_prediction_log(settings)
 

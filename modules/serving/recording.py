@@ -33,6 +33,7 @@ from modules.data.eeg_features import STEP_S, export_to_rows, window_bounds
 from modules.data.muse_exports import SAMPLING_RATE, MuseExport, read_muse_export
 from modules.errors import ConfigurationError, DataValidationError
 from modules.files import write_atomically
+from modules.serving.model_choice import chosen_model, model_choice
 
 # Up to this many windows are listed one per line; more are condensed into runs of one label.
 MAX_LISTED_WINDOWS = 20
@@ -255,15 +256,7 @@ def write_windows(result: RecordingPrediction, out: str | Path) -> Path:
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="write the per-window table to this CSV"
 )
-@click.option("--family", default=None, help="model family whose champion labels the windows (default: svm)")
-@click.option("--model", default=None, help="an explicit model URI instead of --family, e.g. models:/NAME/3")
-@click.option(
-    "--data-path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="the dataset the model was trained on; names the registered model like the flows do (default: "
-    "DATA_PATH; data/mine.csv -> mine-FAMILY)",
-)
+@model_choice
 @click.option(
     "--sampling-rate",
     type=float,
@@ -285,19 +278,12 @@ def cli(
     from modules.serving.prediction_log import open_configured_prediction_log, scored_rows_logger
     from modules.settings import get_settings
 
-    if family is not None and model is not None:
-        raise click.UsageError("give --family or --model, not both")
     if out is not None and out.is_dir():
         raise ConfigurationError(f"--out {out} is a folder; expected a CSV file path such as windows.csv")
-    settings = get_settings()
-    if data_path is not None:
-        settings = settings.for_data(data_path)
+    settings, model_uri = chosen_model(get_settings(), family, model, data_path)
     # A bad recording is one line before any connection is made.
     export = read_muse_export(recording, sampling_rate=sampling_rate, zero_aux=zero_aux)
     features = feature_rows(export)
-    from modules.models.families import get_family
-
-    model_uri = model or f"models:/{settings.model_name(get_family(family or 'svm').name)}@champion"
     loaded, model_name, model_version = load_registered_model(
         settings, model_uri, advice="run `make run` first"
     )
