@@ -54,7 +54,7 @@ CREATE SCHEMA IF NOT EXISTS predictions;
 CREATE TABLE IF NOT EXISTS predictions.predictions (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     logged_at TIMESTAMPTZ NOT NULL,
-    source TEXT NOT NULL,              -- http or batch
+    source TEXT NOT NULL,              -- http, batch (make predict) or recording (predict-recording)
     request_id TEXT NOT NULL,
     model_name TEXT NOT NULL,
     model_version TEXT,

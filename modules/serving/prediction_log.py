@@ -59,7 +59,7 @@ _CREATE = """
 CREATE TABLE IF NOT EXISTS predictions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     logged_at TEXT NOT NULL,          -- UTC, ISO 8601
-    source TEXT NOT NULL,             -- http or batch
+    source TEXT NOT NULL,             -- http, batch (make predict) or recording (predict-recording)
     request_id TEXT NOT NULL,
     model_name TEXT NOT NULL,
     model_version TEXT,
