@@ -33,7 +33,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 CHECKOV_VENV := $(VENV)/tools/checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: help venv install install-dev lock data sample eda tune train run cards predict predict-recording serve monitor deploy-argo mlflow_ui mlflow_server stop \
+.PHONY: help venv install install-dev lock data sample eda tune train run cards predict predict-recording serve monitor deploy-argo trigger-argo mlflow_ui mlflow_server stop \
 	db_init db_upgrade test test-services test-unit lint format bench clean
 
 help: ## List every target with a one-line description
@@ -122,6 +122,18 @@ monitor: install ## Check the champion for drift: DATA=batch.csv, else the predi
 
 deploy-argo: install-dev ## Compile the flows to Argo Workflows templates in build/argo (DRY_RUN=1: offline, no cluster)
 	$(PY) -m modules deploy-argo $(if $(DRY_RUN),--dry-run) --out build/argo
+
+# The GKE profile unless METAFLOW_PROFILE names another, as deploy-argo chooses. Budgets are read
+# by the shell from the environment ("$$NAME") and tested with $(value ...): make never expands them.
+ARGO_PROFILE = $(if $(value METAFLOW_PROFILE),,METAFLOW_PROFILE=gke METAFLOW_HOME="$(CURDIR)/infra/metaflow")
+
+trigger-argo: install-dev ## Start TuningFlow once on Argo (after deploy-argo; SVM_MAX_CANDIDATES, DNN_MAX_TRIALS, DNN_MAX_EPOCHS, SPLIT_PROTOCOL; RUN_ID_FILE=...)
+	$(ARGO_PROFILE) $(PY) metaflows_flow/tuning_flow.py --no-pylint argo-workflows trigger \
+		$(if $(value SVM_MAX_CANDIDATES),--svm-max-candidates "$$SVM_MAX_CANDIDATES") \
+		$(if $(value DNN_MAX_TRIALS),--dnn-max-trials "$$DNN_MAX_TRIALS") \
+		$(if $(value DNN_MAX_EPOCHS),--dnn-max-epochs "$$DNN_MAX_EPOCHS") \
+		$(if $(value SPLIT_PROTOCOL),--split-protocol "$$SPLIT_PROTOCOL") \
+		$(if $(value RUN_ID_FILE),--run-id-file "$$RUN_ID_FILE")
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000
 	$(PY) -m modules server ui

@@ -28,3 +28,13 @@ output "metaflow_profile" {
     METAFLOW_KUBERNETES_SERVICE_ACCOUNT = var.metaflow_kubernetes_service_account
   } : null
 }
+
+output "argo_github_variables" {
+  description = "Variables of the production environment for the pipeline workflow's argo job (engine argo), by name; the first two are null while enable_gke is false."
+  value = {
+    GCP_ARGO_SERVICE_ACCOUNT = one(google_service_account.argo_deployer[*].email)
+    GKE_CLUSTER              = one(google_container_cluster.metaflow[*].name)
+    GKE_LOCATION             = var.region
+    GKE_PROJECT              = var.project_id
+  }
+}

@@ -142,3 +142,14 @@ variable "argo_events_namespace" {
     error_message = "argo_events_namespace must be a Kubernetes name: lowercase letters, digits and hyphens."
   }
 }
+
+variable "argo_deployer_service_account_id" {
+  description = "Account id of the Google service account the pipeline workflow's argo job acts as (deploy the flows to Argo and start TuningFlow in metaflow_namespace; argo_deployer.tf)."
+  type        = string
+  default     = "argo-deployer"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.argo_deployer_service_account_id))
+    error_message = "argo_deployer_service_account_id must be 6-30 characters: lowercase letters, digits and hyphens, starting with a letter."
+  }
+}

@@ -418,7 +418,7 @@ def test_outputs_give_the_workflow_every_repository_variable_it_reads(tf: dict) 
     read_by_workflow = set(re.findall(r"vars\.([A-Z0-9_]+)", pipeline))
     assert read_by_workflow == set(outputs["github_variables"]["value"]) | set(
         outputs["serving_github_variables"]["value"]
-    )
+    ) | set(outputs["argo_github_variables"]["value"])
 
 
 # ------------------------------------------------------------------ state, lock, format, checkov

@@ -8,6 +8,7 @@ bad snippet so that a checker that silently finds nothing would fail.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -274,7 +275,7 @@ def test_only_the_pipeline_and_pages_jobs_can_mint_identity_tokens() -> None:
     minting = sorted(
         j for j, job in pipeline["jobs"].items() if job["permissions"].get("id-token") == "write"
     )
-    assert minting == ["deploy-serving", "image", "migrate", "pages", "pipeline"]
+    assert minting == ["argo", "deploy-serving", "image", "migrate", "pages", "pipeline"]
     assert all(job["permissions"].get("id-token") is None for job in load(CI)["jobs"].values())
 
 
@@ -464,20 +465,32 @@ def test_secrets_reach_steps_only_through_env_and_are_never_echoed() -> None:
 # ------------------------------------------------------------------ who runs what: PR path vs production
 
 
+def dispatch_inputs(workflow: dict, context: dict[str, str]) -> dict[str, str]:
+    """`inputs.NAME` as GitHub fills them: a dispatch gets each input's default, other events none ('')."""
+    declared = ((triggers(workflow).get("workflow_dispatch") or {}).get("inputs")) or {}
+    dispatched = context.get("github.event_name") == "workflow_dispatch"
+    return {
+        f"inputs.{name}": str(spec.get("default", "")) if dispatched else ""
+        for name, spec in declared.items()
+    }
+
+
 def jobs_that_run(workflow: dict, context: dict[str, str]) -> list[str]:
     """Jobs whose `if:` holds for `context` and whose `needs` all run (job `if`s only, step `if`s ignored).
 
-    A job output read in an `if:` (needs.X.outputs.Y) counts as 'true', the worst case.
+    A job output read in an `if:` (needs.X.outputs.Y) counts as 'true', the worst case. Inputs the
+    context does not give take what GitHub would (dispatch_inputs).
     """
     jobs = workflow["jobs"]
     running: dict[str, bool] = {}
+    given = {**dispatch_inputs(workflow, context), **context}
 
     def runs(job_id: str) -> bool:
         if job_id not in running:
             job = jobs[job_id]
             needs = job.get("needs", [])
             needs = [needs] if isinstance(needs, str) else needs
-            names = dict(context)
+            names = dict(given)
             for need in needs:
                 for output in jobs[need].get("outputs", {}):
                     names[f"needs.{need}.outputs.{output}"] = "true"
@@ -716,3 +729,226 @@ def test_installs_use_the_hash_locked_files() -> None:
             script = str(step.get("run", ""))
             for command in re.findall(r"pip install[^\n]*", script):
                 assert "--require-hashes" in command, (path.name, job_id, command)
+
+
+# ------------------------------------------------------------------ engine: this runner or Argo Workflows
+
+ENGINES = ("runner", "argo")
+EVENTS = ("push", "schedule", "workflow_dispatch", "pull_request")
+REFS = ("refs/heads/main", "refs/heads/feature", "refs/pull/7/merge")
+ARGO_DISPATCH = {
+    "github.event_name": "workflow_dispatch",
+    "github.ref": "refs/heads/main",
+    "inputs.engine": "argo",
+}
+TUNING_FLOW = REPO / "metaflows_flow" / "tuning_flow.py"
+# The budget inputs and the TuningFlow parameters they become on Argo.
+BUDGET_PARAMETERS = {
+    "svm_max_candidates": ("SVM_MAX_CANDIDATES", "svm-max-candidates"),
+    "dnn_max_trials": ("DNN_MAX_TRIALS", "dnn-max-trials"),
+    "dnn_max_epochs": ("DNN_MAX_EPOCHS", "dnn-max-epochs"),
+    "split_protocol": ("SPLIT_PROTOCOL", "split-protocol"),
+}
+
+
+def contexts() -> Iterator[dict[str, str]]:
+    """Every event, ref and engine (push and schedule carry no input: engine '')."""
+    for event in EVENTS:
+        for ref in REFS:
+            for engine in ENGINES if event == "workflow_dispatch" else ("",):
+                yield {"github.event_name": event, "github.ref": ref, "inputs.engine": engine}
+
+
+def is_argo_dispatch_on_main(context: dict[str, str]) -> bool:
+    return context == ARGO_DISPATCH
+
+
+def test_the_engine_input_chooses_runner_or_argo_and_defaults_to_the_runner() -> None:
+    engine = triggers(load(PIPELINE))["workflow_dispatch"]["inputs"]["engine"]
+    assert engine["type"] == "choice"
+    assert engine["options"] == ["runner", "argo"]
+    assert engine["default"] == "runner"
+    assert engine.get("required", False) is False and engine["description"]
+
+
+def test_the_argo_job_runs_only_for_a_dispatch_with_engine_argo_on_main() -> None:
+    pipeline = load(PIPELINE)
+    argo = pipeline["jobs"]["argo"]
+    for context in contexts():
+        assert bool(evaluate(argo["if"], context)) is is_argo_dispatch_on_main(context), context
+    assert argo["environment"] == "production"
+    assert argo["needs"] == "image", "it deploys the images this run pushed"
+    assert jobs_that_run(pipeline, ARGO_DISPATCH) == ["argo", "image"]
+
+
+def test_the_runner_path_is_skipped_for_engine_argo_and_unchanged_otherwise() -> None:
+    pipeline = load(PIPELINE)
+    runner_path = {"migrate", "pipeline", "deploy-serving", "pages"}
+    for context in contexts():
+        running = set(jobs_that_run(pipeline, context))
+        if is_argo_dispatch_on_main(context):
+            assert not running & runner_path, running
+        elif context["github.event_name"] != "pull_request" and context["github.ref"] == "refs/heads/main":
+            assert running == runner_path | {"image"}, context
+        else:
+            assert running == {"rehearsal"}, context
+    # The default of a dispatch (no engine given) is the runner, as before the input existed.
+    dispatch = {"github.event_name": "workflow_dispatch", "github.ref": "refs/heads/main"}
+    assert "pipeline" in jobs_that_run(pipeline, dispatch) and "argo" not in jobs_that_run(pipeline, dispatch)
+
+
+def test_the_checker_flags_an_argo_job_without_the_engine_or_event_check() -> None:
+    pipeline = load(PIPELINE)
+
+    def with_condition(condition: str, *job_ids: str) -> dict:
+        jobs = {**pipeline["jobs"], **{j: {**pipeline["jobs"][j], "if": condition} for j in job_ids}}
+        return {**pipeline, "jobs": jobs}
+
+    loose = with_condition("github.ref == 'refs/heads/main'", "argo")
+    assert "argo" in jobs_that_run(loose, PRODUCTION_EVENTS[0]), "push would deploy to Argo"
+    greedy = with_condition("github.ref == 'refs/heads/main'", "migrate", "pipeline")
+    assert "pipeline" in jobs_that_run(greedy, ARGO_DISPATCH), "engine argo would also train in the runner"
+
+
+def test_the_argo_job_has_only_a_read_token_and_an_identity_token() -> None:
+    argo = load(PIPELINE)["jobs"]["argo"]
+    assert argo["permissions"] == {"contents": "read", "id-token": "write"}
+    assert "secrets." not in yaml.safe_dump(argo), "it needs no secret: Workload Identity and IAM only"
+    assert argo["concurrency"]["cancel-in-progress"] is False
+    assert "${{" not in argo["concurrency"]["group"], "one deployment at a time, whatever run starts it"
+
+
+def test_the_argo_job_pins_every_action_to_a_commit() -> None:
+    argo = load(PIPELINE)["jobs"]["argo"]
+    used = [str(step["uses"]) for step in argo["steps"] if "uses" in step]
+    assert {u.split("@")[0] for u in used} >= {
+        "actions/checkout",
+        "google-github-actions/auth",
+        "google-github-actions/setup-gcloud",
+        "actions/setup-python",
+    }
+    assert all(SHA_PINNED.match(u) for u in used), used
+    assert unpinned_uses(yaml.safe_dump({"uses": "google-github-actions/auth@v3"})) != []
+
+
+def test_the_argo_job_acts_as_its_own_account_and_reaches_the_cluster_by_its_dns_endpoint() -> None:
+    job = job_as_workflow(load(PIPELINE), "argo")
+    (auth,) = step_using(job, "google-github-actions/auth")
+    assert auth["with"] == {
+        "workload_identity_provider": "${{ vars.GCP_WORKLOAD_IDENTITY_PROVIDER }}",
+        "service_account": "${{ vars.GCP_ARGO_SERVICE_ACCOUNT }}",
+    }, "the argo-deployer account, not the pipeline's"
+    (gcloud,) = step_using(job, "google-github-actions/setup-gcloud")
+    assert gcloud["with"]["install_components"] == "gke-gcloud-auth-plugin"
+    credentials = step_running(job, "gcloud container clusters get-credentials")
+    assert "--dns-endpoint" in credentials["run"]
+    assert credentials["env"] == {
+        "GKE_CLUSTER": "${{ vars.GKE_CLUSTER }}",
+        "GKE_LOCATION": "${{ vars.GKE_LOCATION }}",
+        "GKE_PROJECT": "${{ vars.GKE_PROJECT }}",
+    }
+    outputs = (REPO / "infra" / "terraform" / "outputs_gke.tf").read_text(encoding="utf-8")
+    assert "get-credentials ${var.gke_cluster_name} --region ${var.region}" in outputs
+    assert "--dns-endpoint" in outputs
+
+
+def test_the_argo_job_deploys_with_the_gke_profile_then_starts_tuning_with_the_budgets() -> None:
+    pipeline = load(PIPELINE)
+    argo = pipeline["jobs"]["argo"]
+    assert argo["env"]["METAFLOW_PROFILE"] == "gke"
+    assert argo["env"]["METAFLOW_HOME"].endswith("/infra/metaflow")
+    assert (REPO / "infra" / "metaflow" / f"config_{argo['env']['METAFLOW_PROFILE']}.json").is_file()
+    scripts = [str(step.get("run", "")).strip() for step in argo["steps"]]
+    deploy = next(i for i, s in enumerate(scripts) if s == "make deploy-argo")
+    trigger = next(i for i, s in enumerate(scripts) if s.startswith("make trigger-argo"))
+    credentials = next(i for i, s in enumerate(scripts) if "get-credentials" in s)
+    assert credentials < deploy < trigger
+    # The images this run pushed, by digest; no budget at deploy time (the weekly cron keeps the defaults).
+    deploy_env = argo["steps"][deploy]["env"]
+    assert deploy_env["METAFLOW_KUBERNETES_CONTAINER_IMAGE"] == "${{ needs.image.outputs.pipeline }}"
+    assert deploy_env["GPU_STEP_IMAGE"] == "${{ needs.image.outputs.pipeline_gpu }}"
+    assert not set(deploy_env) & set(PROMOTION_ENV) and not set(argo["env"]) & set(PROMOTION_ENV)
+    # The budgets reach the trigger through env, as the flow parameters they map to.
+    trigger_env = argo["steps"][trigger]["env"]
+    flow = TUNING_FLOW.read_text(encoding="utf-8")
+    makefile = MAKEFILE.read_text(encoding="utf-8")
+    for source, (name, parameter) in BUDGET_PARAMETERS.items():
+        assert trigger_env[name] == f"${{{{ inputs.{source} }}}}", name
+        assert f'Parameter(\n        "{parameter}"' in flow or f'Parameter("{parameter}"' in flow, parameter
+        assert f'--{parameter} "$${name}"' in makefile, parameter
+    assert "RUN_ID_FILE=" in scripts[trigger]
+
+
+def test_the_argo_job_reports_the_run_and_does_not_wait_for_it() -> None:
+    argo = load(PIPELINE)["jobs"]["argo"]
+    summary = step_running({"jobs": {"argo": argo}}, "GITHUB_STEP_SUMMARY")
+    assert "argo-run-id" in summary["run"] and "$run_id" in summary["run"]
+    assert "argo-run-id" in next(s["run"] for s in argo["steps"] if "trigger-argo" in str(s.get("run")))
+    everything = yaml.safe_dump(argo)
+    for waiting in ("--wait", "argo wait", "kubectl wait", "watch", "sleep"):
+        assert waiting not in everything, waiting
+    assert argo["timeout-minutes"] <= 60
+
+
+def test_the_argo_job_refuses_a_budget_that_is_not_a_whole_number(tmp_path: Path) -> None:
+    """Run the job's own check script with good and bad budgets."""
+    argo = load(PIPELINE)["jobs"]["argo"]
+    check = next(s for s in argo["steps"] if "Bad budget" in str(s.get("run", "")))
+    script = tmp_path / "check.sh"
+    script.write_text(check["run"], encoding="utf-8")
+    configured = {
+        "WORKLOAD_IDENTITY_PROVIDER": "projects/1/locations/global/workloadIdentityPools/p/providers/g",
+        "SERVICE_ACCOUNT": "argo-deployer@p.iam.gserviceaccount.com",
+        "GKE_CLUSTER": "operational-ml",
+        "GKE_LOCATION": "us-central1",
+        "GKE_PROJECT": "p",
+        "PIPELINE_IMAGE": "r/pipeline@sha256:" + "0" * 64,
+        "PATH": "/usr/bin:/bin",
+    }
+
+    def status(**changes: str) -> int:
+        env = {**configured, "SVM_MAX_CANDIDATES": "", "DNN_MAX_TRIALS": "", "DNN_MAX_EPOCHS": "", **changes}
+        return subprocess.run(
+            ["bash", "-e", str(script)], env=env, capture_output=True, check=False
+        ).returncode
+
+    assert status() == 0
+    assert status(SVM_MAX_CANDIDATES="24", DNN_MAX_TRIALS="4", DNN_MAX_EPOCHS="20") == 0
+    for bad in ("0", "-1", "2.5", "1; echo x", "$(id)", "1e3"):
+        assert status(SVM_MAX_CANDIDATES=bad) != 0, bad
+    assert status(GKE_CLUSTER="") != 0
+    assert status(PIPELINE_IMAGE="r/pipeline:latest") != 0
+
+
+def test_trigger_argo_reads_budgets_from_the_environment_without_make_expanding_them() -> None:
+    planted = "$(shell echo EXPANDED-BY-MAKE >&2)"
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", "trigger-argo", "RUN_ID_FILE=/tmp/run-id"],
+        cwd=REPO,
+        env={
+            **_plain_env(),
+            "SVM_MAX_CANDIDATES": planted,
+            "DNN_MAX_TRIALS": "4",
+            "SPLIT_PROTOCOL": "grouped",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "EXPANDED-BY-MAKE" not in result.stdout + result.stderr
+    command = result.stdout[result.stdout.index("tuning_flow.py") :]
+    assert "argo-workflows trigger" in command
+    assert '--svm-max-candidates "$SVM_MAX_CANDIDATES"' in command
+    assert '--dnn-max-trials "$DNN_MAX_TRIALS"' in command
+    assert '--split-protocol "$SPLIT_PROTOCOL"' in command
+    assert "--dnn-max-epochs" not in command, "an empty budget keeps the template's value"
+    assert '--run-id-file "$RUN_ID_FILE"' in command
+    assert "METAFLOW_PROFILE=gke" in result.stdout and "infra/metaflow" in result.stdout
+
+
+def _plain_env() -> dict[str, str]:
+    """The test's environment without the budgets and Metaflow profile a developer may have set."""
+    dropped = (*PROMOTION_ENV, "METAFLOW_PROFILE", "METAFLOW_HOME", "RUN_ID_FILE", "MAKEFLAGS")
+    return {k: v for k, v in os.environ.items() if k not in dropped}
