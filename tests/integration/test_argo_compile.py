@@ -144,6 +144,26 @@ def test_templates_carry_the_profile_namespace_account_image_and_datastore(
 
 
 @pytest.mark.parametrize("flow", list(FLOW_FILES))
+def test_every_pod_records_its_run_in_the_clusters_metadata_service(compiled: DryRun, flow: str) -> None:
+    """The steps run in separate pods, so they share Metaflow's metadata through the service that
+    infra/terraform/metaflow_metadata.tf runs; the compile itself needed no service (--only-json
+    skips Metaflow's version check), which this machine cannot reach."""
+    url = PROFILE["METAFLOW_SERVICE_INTERNAL_URL"]
+    assert url == PROFILE["METAFLOW_SERVICE_URL"] == "http://metaflow-metadata.operational-ml.svc:8080"
+    containers = [t for t in compiled.template(flow)["spec"]["templates"] if "container" in t]
+    steps = step_templates(compiled.template(flow))
+    assert steps and len(containers) >= len(steps)
+    for template in containers:
+        env = environment(template["container"])
+        assert env["METAFLOW_DEFAULT_METADATA"] == "service", template["name"]
+        assert env["METAFLOW_SERVICE_URL"] == url, template["name"]
+    for name, step in steps.items():
+        # The step's own command names the provider too, and it wins over the environment.
+        command = " ".join((step["container"].get("command") or []) + (step["container"].get("args") or []))
+        assert set(re.findall(r"--metadata=(\w+)", command)) == {"service"}, name
+
+
+@pytest.mark.parametrize("flow", list(FLOW_FILES))
 def test_every_step_of_the_flow_file_is_a_template(compiled: DryRun, flow: str) -> None:
     expected = flow_steps(FLOW_FILES[flow])
     assert {"start", "end"} <= expected
