@@ -12,6 +12,10 @@ Google's client at it with a throwaway credentials file, and stops it by its PID
 It writes BUILD/<FlowName>.json (the WorkflowTemplate) for every flow and BUILD/<FlowName>-cron.json,
 the weekly CronWorkflow of the scheduled flow (TuningFlow; Metaflow's `--only-json` emits no cron
 objects). Without --dry-run the templates are created in the cluster and the CronWorkflow applied.
+
+The profile records runs in the cluster's Metaflow metadata service. The dry run never contacts it
+(`--only-json` skips Metaflow's version check); a real deployment first checks that it answers at
+METAFLOW_SERVICE_URL, which from outside the cluster is a `kubectl port-forward`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -100,6 +105,54 @@ def datastore_bucket(env: Mapping[str, str]) -> str:
             f"(profile {env.get('METAFLOW_PROFILE')} in {env.get('METAFLOW_HOME')})"
         )
     return str(root)[len("gs://") :].split("/", 1)[0]
+
+
+# --------------------------------------------------------------------------- metadata service
+
+
+def metadata_service_url(env: Mapping[str, str]) -> str | None:
+    """METAFLOW_SERVICE_URL when the flows record their runs in Metaflow's metadata service, else None."""
+    config = profile_config(env)
+    provider = env.get("METAFLOW_DEFAULT_METADATA") or config.get("METAFLOW_DEFAULT_METADATA") or "local"
+    if provider != "service":
+        return None
+    url = env.get("METAFLOW_SERVICE_URL") or config.get("METAFLOW_SERVICE_URL")
+    if not url:
+        raise DeployError(
+            f"METAFLOW_DEFAULT_METADATA=service but METAFLOW_SERVICE_URL is not set "
+            f"(profile {env.get('METAFLOW_PROFILE')} in {env.get('METAFLOW_HOME')})"
+        )
+    return str(url).rstrip("/")
+
+
+def check_metadata_service(env: Mapping[str, str], timeout_s: float = 5) -> None:
+    """Before a real deployment: the metadata service answers at METAFLOW_SERVICE_URL.
+
+    Metaflow's `argo-workflows create` asks the service its version (not with --only-json). The
+    profile's address is the cluster-internal one the pods use; from outside the cluster the service
+    is reached through a port-forward, while the templates keep METAFLOW_SERVICE_INTERNAL_URL.
+    """
+    url = metadata_service_url(env)
+    if url is None:
+        return
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{url}/ping", timeout=timeout_s) as response:
+            if response.status < 300:
+                return
+            reason = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    config = profile_config(env)
+    namespace = env.get("METAFLOW_KUBERNETES_NAMESPACE") or config.get("METAFLOW_KUBERNETES_NAMESPACE")
+    # The Service's name is the first label of the address the pods use (SERVICE.NAMESPACE.svc).
+    internal = env.get("METAFLOW_SERVICE_INTERNAL_URL") or config.get("METAFLOW_SERVICE_INTERNAL_URL") or url
+    service = (urllib.parse.urlsplit(internal).hostname or "SERVICE").split(".")[0]
+    raise DeployError(
+        f"METAFLOW_SERVICE_URL={url}: the Metaflow metadata service does not answer ({reason}); from "
+        f"outside the cluster run `kubectl -n {namespace} port-forward svc/{service} 8080:8080` and set "
+        "METAFLOW_SERVICE_URL=http://127.0.0.1:8080 (the pods keep METAFLOW_SERVICE_INTERNAL_URL)"
+    )
 
 
 # --------------------------------------------------------------------------- GCS stand-in
@@ -345,6 +398,7 @@ def compile_flows(
         with gcs_stand_in(datastore_bucket(env)) as stand_in:
             compile_all(stand_in)
     else:
+        check_metadata_service(env)
         compile_all({})
     return written
 
