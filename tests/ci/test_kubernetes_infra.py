@@ -465,13 +465,15 @@ def test_the_metadata_service_account_is_bound_only_to_its_own_google_account(gk
     assert metadata["annotations"] == {
         "iam.gke.io/gcp-service-account": "${google_service_account.metaflow_metadata[0].email}"
     }
-    assert accounts["metaflow_metadata"]["automount_service_account_token"] is False
+    no_token = "${local.metaflow_metadata_uses_kubernetes_api}"
+    assert named(gke["locals"])["metaflow_metadata_uses_kubernetes_api"] is False
+    assert accounts["metaflow_metadata"]["automount_service_account_token"] == no_token
     spec = pod_spec(gke)
     assert (
         spec["service_account_name"]
         == "${kubernetes_service_account_v1.metaflow_metadata[0].metadata[0].name}"
     )
-    assert spec["automount_service_account_token"] is False
+    assert spec["automount_service_account_token"] == no_token
     # The two Kubernetes accounts differ, so neither pod can act as the other's Google account.
     variables = named(gke["variable"])
     assert (
