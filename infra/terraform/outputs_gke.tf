@@ -24,6 +24,9 @@ output "metaflow_profile" {
   description = "Values of infra/metaflow/config_gke.json that Terraform decides (the image digest comes from the image build)."
   value = var.enable_gke ? {
     METAFLOW_DATASTORE_SYSROOT_GS       = "gs://${google_storage_bucket.metaflow_datastore[0].name}/metaflow"
+    METAFLOW_DEFAULT_METADATA           = "service"
+    METAFLOW_SERVICE_URL                = local.metaflow_service_url
+    METAFLOW_SERVICE_INTERNAL_URL       = local.metaflow_service_url
     METAFLOW_KUBERNETES_NAMESPACE       = var.metaflow_namespace
     METAFLOW_KUBERNETES_SERVICE_ACCOUNT = var.metaflow_kubernetes_service_account
   } : null
@@ -37,4 +40,14 @@ output "argo_github_variables" {
     GKE_LOCATION             = var.region
     GKE_PROJECT              = var.project_id
   }
+}
+
+output "metaflow_service_url" {
+  description = "Address of Metaflow's metadata service inside the cluster (METAFLOW_SERVICE_URL and METAFLOW_SERVICE_INTERNAL_URL of the GKE profile); a ClusterIP Service, reachable from the flows' namespace only."
+  value       = var.enable_gke ? local.metaflow_service_url : null
+}
+
+output "metaflow_metadata_database_user" {
+  description = "The metadata service's IAM database user (created with gcloud and given the metaflow database's schema as README.md says)."
+  value       = var.enable_gke ? local.metaflow_metadata_database_user : null
 }

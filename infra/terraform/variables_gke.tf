@@ -153,3 +153,60 @@ variable "argo_deployer_service_account_id" {
     error_message = "argo_deployer_service_account_id must be 6-30 characters: lowercase letters, digits and hyphens, starting with a letter."
   }
 }
+
+variable "metaflow_metadata_image" {
+  description = "Image of Metaflow's metadata service (metaflow_metadata.tf) by digest, e.g. netflixoss/metaflow_metadata_service:v2.5.1@sha256:... (docker buildx imagetools inspect netflixoss/metaflow_metadata_service:v2.5.1 prints it). Required once enable_gke = true: a tag on Docker Hub can move, a digest cannot."
+  type        = string
+  nullable    = true
+  default     = null
+
+  validation {
+    condition     = var.metaflow_metadata_image == null || can(regex("^[a-z0-9][a-z0-9./_-]*(:v?[0-9]+\\.[0-9]+\\.[0-9]+)?@sha256:[0-9a-f]{64}$", coalesce(var.metaflow_metadata_image, "x")))
+    error_message = "metaflow_metadata_image must be pinned by digest: IMAGE[:vX.Y.Z]@sha256:<64 hex>, never a bare or moving tag."
+  }
+}
+
+variable "metaflow_metadata_proxy_image" {
+  description = "The Cloud SQL Auth Proxy sidecar of the metadata service by digest, e.g. gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1@sha256:... (docker buildx imagetools inspect prints it). Required once enable_gke = true."
+  type        = string
+  nullable    = true
+  default     = null
+
+  validation {
+    condition     = var.metaflow_metadata_proxy_image == null || can(regex("/cloud-sql-proxy(:[0-9]+\\.[0-9]+\\.[0-9]+)?@sha256:[0-9a-f]{64}$", coalesce(var.metaflow_metadata_proxy_image, "x")))
+    error_message = "metaflow_metadata_proxy_image must name the cloud-sql-proxy image by digest: .../cloud-sql-proxy[:X.Y.Z]@sha256:<64 hex>."
+  }
+}
+
+variable "metaflow_metadata_service_name" {
+  description = "Name of the metadata service's Deployment, ClusterIP Service and Kubernetes service account in metaflow_namespace; METAFLOW_SERVICE_URL is http://NAME.NAMESPACE.svc:8080."
+  type        = string
+  default     = "metaflow-metadata"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", var.metaflow_metadata_service_name))
+    error_message = "metaflow_metadata_service_name must be a Kubernetes service name: lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "metaflow_metadata_service_account_id" {
+  description = "Account id of the Google service account the metadata service acts as (Workload Identity) and logs in to its database as (IAM database user); no key."
+  type        = string
+  default     = "metaflow-metadata"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.metaflow_metadata_service_account_id))
+    error_message = "metaflow_metadata_service_account_id must be 6-30 characters: lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "metaflow_metadata_database_name" {
+  description = "Database of the metadata service on the MLflow Cloud SQL instance."
+  type        = string
+  default     = "metaflow"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.metaflow_metadata_database_name))
+    error_message = "metaflow_metadata_database_name must be a plain PostgreSQL name: lowercase letters, digits and underscores."
+  }
+}
