@@ -6,6 +6,11 @@
 The split made in `start` is stored as an artifact and reused by MLPipelineFlow. The families
 (`modules.models.families`; MODEL_FAMILIES picks some) are tuned in parallel by one `tune` step
 per family, a Metaflow `foreach`; each family's MLflow step run is `tune_<family>`.
+
+With `--search-chunks N` (SEARCH_CHUNKS; one pod per chunk on Kubernetes) each family's search is
+split into up to N chunks, each its own `tune` branch (MLflow run `tune_<family>_<i>of<N>`), and
+the join coordinates the last stage (`ModelFamily.merge_chunks`: the halving search's final round
+on all rows, the best of the DNN's Bayesian sub-searches), logged as `tune_<family>`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, retry, step
 
 from metaflows_flow.flow_helpers import SplitDataSteps, family_step, run_flow, tracked
+from modules.kubernetes import kubernetes_step
 from modules.settings import SPLIT_PROTOCOLS, get_settings
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
@@ -53,19 +59,28 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         "dnn-max-epochs", default=SETTINGS.dnn_max_epochs, type=int, help="most epochs per DNN trial"
     )
     seed = Parameter("seed", default=SETTINGS.seed, type=int, help="seed of the split, folds and searches")
+    search_chunks = Parameter(
+        "search-chunks",
+        default=SETTINGS.search_chunks,
+        type=int,
+        help="split each family's search into up to this many parallel chunks (pods on Kubernetes)",
+    )
 
     @tracked
     @step
     def start(self):
         """Check the tracking server, load, validate and hash the data once, vouch for it, split it once."""
         from modules.data.provenance import verify_for_environment
-        from modules.models.families import select_families
+        from modules.errors import ConfigurationError
+        from modules.models.families import get_family, select_families
         from modules.models.training import prepare_data
         from modules.tracking import client as tracking
 
         settings = self._settings()
         # Unknown names fail here, in one line, before anything is loaded or tracked.
         self.families = select_families(settings.model_families)
+        if self.search_chunks < 1:
+            raise ConfigurationError(f"--search-chunks={self.search_chunks}: expected 1 or more")
         self.tracking_uri = tracking.connect(settings)
         print(f"MLflow tracking: {self.tracking_uri}")
         data = prepare_data(
@@ -95,6 +110,14 @@ class TuningFlow(FlowSpec, SplitDataSteps):
             "model_name_prefix": settings.model_name_prefix,
             "model_families": ",".join(self.families),
         }
+        # One `tune` branch per family and chunk; a family that does not split has one chunk.
+        context = self._tuning_context()
+        self.searches_to_run = [
+            {"family": family, "chunk": chunk, "chunks": chunks}
+            for family in self.families
+            for chunks in [get_family(family).search_chunks(context, self.search_chunks)]
+            for chunk in range(chunks)
+        ]
         print(f"Data: {self.data_summary}")
         self.run_tags = tracking.run_tags(
             f"{current.flow_name}/{current.run_id}",
@@ -113,6 +136,7 @@ class TuningFlow(FlowSpec, SplitDataSteps):
                     "svm_max_candidates": self.svm_max_candidates,
                     "dnn_max_trials": self.dnn_max_trials,
                     "dnn_max_epochs": self.dnn_max_epochs,
+                    "search_chunks": self.search_chunks,
                     "data_check": self.data_check,
                     **self.pinned_settings,
                 }
@@ -125,44 +149,69 @@ class TuningFlow(FlowSpec, SplitDataSteps):
                 context="tuning",
             )
             tracking.log_dict(self.split, "split.json")
-        self.next(self.tune, foreach="families")
+        self.next(self.tune, foreach="searches_to_run")
 
     @family_step()
     @tracked
     @step
     def tune(self):
-        """Search one family's settings on the split's CV folds (the DNN's trials nest as MLflow runs)."""
-        from modules.models.families import get_family
-        from modules.tracking import client as tracking
+        """Search one family's settings (or one chunk of them) on the split's CV folds.
 
-        self.family = self.input
+        The DNN's trials nest as MLflow runs under the step's run.
+        """
+        from modules.models.families import get_family
+
+        self.family, self.chunk, self.chunks = (self.input[k] for k in ("family", "chunk", "chunks"))
         family = get_family(self.family)
-        with tracking.step_run(self.mlflow_run_id, f"tune_{self.family}", self._step_tags()):
-            outcome = family.tune(self._data(), self._tuning_context(on_trial_end=self._log_trial))
-            tracking.log_params(outcome.best["params"], prefix="best.")
-            tracking.log_metrics(outcome.metrics)
-            tracking.log_dict(outcome.search, f"{self.family}_search.json")
+        context = self._tuning_context(on_trial_end=self._log_trial)
+        if self.chunks == 1:
+            outcome = self._tracked_search(
+                self.family, f"tune_{self.family}", lambda: family.tune(self._data(), context)
+            )
+        else:
+            outcome = self._tracked_search(
+                self.family,
+                f"tune_{self.family}_{self.chunk + 1}of{self.chunks}",
+                lambda: family.tune_chunk(self._data(), context, self.chunk, self.chunks),
+            )
         self.search = outcome.search
         self.family_best = outcome.best
         self.next(self.join)
 
     @card(type="blank", id="tuning")
+    # The final round of a search run in chunks happens here: a CPU pod's size on Kubernetes.
+    @kubernetes_step("cpu")
     @retry(times=1, minutes_between_retries=1)
     @tracked
     @step
     def join(self, inputs):
-        """Keep the best settings of each family and show every candidate in a card."""
+        """Keep the best settings of each family (merging a family's chunks) and show every candidate in a card."""
+        from functools import partial
+
         from metaflow.cards import Image, Markdown, Table
 
         from modules.models.families import get_family, plot_search_scores
+        from modules.models.family import TuningOutcome
         from modules.models.reports import figure_png
         from modules.tracking import client as tracking
 
+        self.merge_artifacts(inputs, exclude=["family", "family_best", "search", "chunk", "chunks"])
         # Keyed by family, in the order the families were listed (branches finish in any order).
-        by_family = {branch.family: branch for branch in inputs}
-        self.best = {family: by_family[family].family_best for family in inputs[0].families}
-        self.searches = {family: by_family[family].search for family in self.best}
-        self.merge_artifacts(inputs, exclude=["family", "family_best", "search"])
+        parts = {family: [] for family in self.families}
+        for branch in sorted(inputs, key=lambda b: b.chunk):
+            parts[branch.family].append(
+                TuningOutcome(best=branch.family_best, metrics={}, search=branch.search)
+            )
+        self.best, self.searches = {}, {}
+        # A family searched in chunks gets its last stage here, on the training rows of the split.
+        data = self._data() if any(len(outcomes) > 1 for outcomes in parts.values()) else None
+        context = self._tuning_context()
+        for family, outcomes in parts.items():
+            if len(outcomes) > 1:
+                merge = partial(get_family(family).merge_chunks, data, context, outcomes)
+                outcomes = [self._tracked_search(family, f"tune_{family}", merge)]
+            self.best[family] = outcomes[0].best
+            self.searches[family] = outcomes[0].search
         metrics = {}
         for family, best in self.best.items():
             metrics[f"{family}_cv_accuracy"] = best["cv_accuracy"]
@@ -197,6 +246,17 @@ class TuningFlow(FlowSpec, SplitDataSteps):
         print(f"Next: make train (uses TuningFlow/{current.run_id}, the latest successful run)")
 
     # -- helpers of this flow's steps (kept tiny; logic lives in modules/) --
+    def _tracked_search(self, family, run_name, search):
+        """Run `search()` (a TuningOutcome of `family`) in the MLflow step run `run_name`; log its outcome."""
+        from modules.tracking import client as tracking
+
+        with tracking.step_run(self.mlflow_run_id, run_name, self._step_tags()):
+            outcome = search()
+            tracking.log_params(outcome.best["params"], prefix="best.")
+            tracking.log_metrics(outcome.metrics)
+            tracking.log_dict(outcome.search, f"{family}_search.json")
+        return outcome
+
     def _tuning_context(self, on_trial_end=None):
         """The pinned settings and this run's budgets, as every family's search reads them."""
         from modules.models.families import TuningContext

@@ -205,6 +205,9 @@ class Settings:
     # MODEL_FAMILIES: the model families TuningFlow tunes (empty: every registered one); the flows
     # check the names against the registry (`modules.models.families`).
     model_families: tuple[str, ...] = ()
+    # SEARCH_CHUNKS: into how many parallel parts (Metaflow foreach branches, pods on Kubernetes)
+    # TuningFlow splits each family's search; 1 (the default) searches each family in one step.
+    search_chunks: int = 1
 
     @property
     def is_production(self) -> bool:
@@ -315,6 +318,7 @@ def load_settings(root: Path | None = None, env: dict[str, str] | None = None) -
         promotion_lease_ttl_s=env_int(env, "PROMOTION_LEASE_TTL_S", 120, minimum=5),
         promotion_lease_wait_s=env_int(env, "PROMOTION_LEASE_WAIT_S", 300, minimum=0),
         model_families=tuple(n.strip() for n in env.get("MODEL_FAMILIES", "").split(",") if n.strip()),
+        search_chunks=env_int(env, "SEARCH_CHUNKS", 1, minimum=1),
     )
 
 

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,6 +93,8 @@ class DnnTuningResult:
     cv_mean: float | None = None
     cv_std: float | None = None
     cv_scores: list[float] | None = None
+    # A search run in chunks (`merge_dnn_searches`): one entry per chunk, in chunk order.
+    chunks: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of built-in types (for Metaflow artifacts, MLflow params/JSON)."""
@@ -547,13 +549,15 @@ def run_dnn_tuning(
     max_epochs: int,
     pca_variance: float | None,
     seed: int,
+    search_seed: int | None = None,
     on_trial_end: Callable[[Any], None] | None = None,
 ) -> DnnTuningResult:
     """keras-tuner search, then the best settings cross-validated on every fold.
 
     The search validates on one CV fold of the training part (never test rows); the best
     trial's settings are then trained for its best epoch count on each of the split's folds,
-    so the DNN reports a cross-validated mean +/- sd like the SVM does.
+    so the DNN reports a cross-validated mean +/- sd like the SVM does. `seed` fixes the folds;
+    `search_seed` (default: `seed`) the tuner's draws, so that chunks of one search differ.
     """
     folds = cv_folds(data.split, data.dataset.labels, n_splits=cv_folds_count, seed=seed)
     inner_train, inner_val = folds[0]
@@ -568,7 +572,7 @@ def run_dnn_tuning(
         codes[inner_val],
         max_trials=max_trials,
         max_epochs=max_epochs,
-        seed=seed,
+        seed=seed if search_seed is None else search_seed,
         n_classes=len(data.classes),
         on_trial_end=on_trial_end,
     )
@@ -578,6 +582,53 @@ def run_dnn_tuning(
         return _transform(fitted, X.iloc[train]), codes[train], _transform(fitted, X.iloc[val]), codes[val]
 
     return cross_validate_dnn(result, folds, fold_arrays, seed=seed)
+
+
+def trial_shares(max_trials: int, chunks: int) -> list[int]:
+    """`max_trials` split as evenly as possible over `chunks` chunks (the first ones get the rest)."""
+    if chunks < 1 or chunks > max_trials:
+        raise ConfigurationError(f"cannot split {max_trials} trials into {chunks} chunks (1 to {max_trials})")
+    base, rest = divmod(max_trials, chunks)
+    return [base + (1 if i < rest else 0) for i in range(chunks)]
+
+
+def merge_dnn_searches(parts: list[DnnTuningResult]) -> DnnTuningResult:
+    """One search from the searches of its chunks (in chunk order), as the flow's join sees them.
+
+    Every chunk searched on the same validation fold, so their best validation accuracies are
+    comparable: the best chunk's best trial wins (the first of equals), with the cross-validated
+    figures that chunk computed for it. Trial ids become `<chunk>-<id>` (1-based chunk).
+    """
+    if not parts:
+        raise ConfigurationError("a search run in chunks needs at least one chunk's result")
+    renamed = [
+        [replace(trial, trial_id=f"{number}-{trial.trial_id}") for trial in part.trials]
+        for number, part in enumerate(parts, start=1)
+    ]
+    winner = max(range(len(parts)), key=lambda i: (parts[i].best_val_accuracy, -i))
+    best = parts[winner]
+    return replace(
+        best,
+        best_trial_id=f"{winner + 1}-{best.best_trial_id}",
+        trials=[trial for chunk in renamed for trial in chunk],
+        # Wall-clock with the chunks in parallel: the slowest chunk.
+        elapsed_s=max(part.elapsed_s for part in parts),
+        max_trials=sum(part.max_trials for part in parts),
+        seed=parts[0].seed,
+        tuner_directory=None,
+        chunks=[
+            {
+                "chunk": i,
+                "max_trials": part.max_trials,
+                "seed": part.seed,
+                "best_trial_id": f"{i + 1}-{part.best_trial_id}",
+                "best_val_accuracy": part.best_val_accuracy,
+                "cv_mean": part.cv_mean,
+                "elapsed_s": part.elapsed_s,
+            }
+            for i, part in enumerate(parts)
+        ],
+    )
 
 
 def train_dnn(
@@ -641,15 +692,48 @@ class DnnFamily(ModelFamily):
     search_title = "DNN trials"
 
     def tune(self, data: PreparedData, context: TuningContext) -> TuningOutcome:
-        result = run_dnn_tuning(
+        return self._outcome(self._search(data, context), context)
+
+    def search_chunks(self, context: TuningContext, requested: int) -> int:
+        return max(1, min(requested, context.budgets.get("dnn_max_trials", 4)))
+
+    def tune_chunk(
+        self, data: PreparedData, context: TuningContext, chunk: int, chunks: int
+    ) -> TuningOutcome:
+        # Each chunk is a Bayesian search of its own (its share of the trials, its own seed) on
+        # the same validation fold: the chunks do not share what they learn, the join compares them.
+        trials = trial_shares(context.budgets.get("dnn_max_trials", 4), chunks)[chunk]
+        return self._outcome(
+            self._search(data, context, trials=trials, search_seed=context.seed + chunk), context
+        )
+
+    def merge_chunks(
+        self, data: PreparedData, context: TuningContext, parts: list[TuningOutcome]
+    ) -> TuningOutcome:
+        merged = merge_dnn_searches([DnnTuningResult.from_dict(part.search) for part in parts])
+        return self._outcome(merged, context)
+
+    def _search(
+        self,
+        data: PreparedData,
+        context: TuningContext,
+        *,
+        trials: int | None = None,
+        search_seed: int | None = None,
+    ) -> DnnTuningResult:
+        return run_dnn_tuning(
             data,
             cv_folds_count=context.cv_folds,
-            max_trials=context.budgets.get("dnn_max_trials", 4),
+            max_trials=trials or context.budgets.get("dnn_max_trials", 4),
             max_epochs=context.budgets.get("dnn_max_epochs", 15),
             pca_variance=context.pca_variance,
             seed=context.seed,
+            search_seed=search_seed,
             on_trial_end=context.on_trial_end,
         )
+
+    @staticmethod
+    def _outcome(result: DnnTuningResult, context: TuningContext) -> TuningOutcome:
         return TuningOutcome(
             best={
                 "params": result.best_hyperparameters,

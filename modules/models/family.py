@@ -78,6 +78,28 @@ class ModelFamily(ABC):
     def log_model(self, trained: TrainedModel, input_example: Any) -> str:
         """Log the fitted model to the active MLflow run (signature, trusted types); its URI."""
 
+    # -- a search split into parallel chunks (TuningFlow's SEARCH_CHUNKS; pods on Kubernetes) --
+    def search_chunks(self, context: TuningContext, requested: int) -> int:
+        """Into how many chunks this family's search splits when `requested` are asked for.
+
+        1 (the default) means the search runs whole in one step (`tune`); a family that returns
+        more implements `tune_chunk` and `merge_chunks`.
+        """
+        return 1
+
+    def tune_chunk(
+        self, data: PreparedData, context: TuningContext, chunk: int, chunks: int
+    ) -> TuningOutcome:
+        """Search chunk `chunk` (0-based) of `chunks`: its share of the space, on the same folds."""
+        raise NotImplementedError(f"the {self.name} family's search does not split into chunks")
+
+    def merge_chunks(
+        self, data: PreparedData, context: TuningContext, parts: list[TuningOutcome]
+    ) -> TuningOutcome:
+        """The whole search from its chunks' outcomes (in chunk order): the join coordinates the
+        last stage, so the best settings are chosen on the same rows and folds as one search would."""
+        raise NotImplementedError(f"the {self.name} family's search does not split into chunks")
+
     def apply_override(self, best: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
         """`best` with a person's `--params-override` values for this family merged into its params."""
         return {**best, "params": {**best["params"], **values}}

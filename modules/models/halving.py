@@ -10,6 +10,11 @@ fold and iteration instead of once per candidate.
 
 The SVM (`modules.models.svm`) and the logistic regression (`modules.models.logistic`) search
 with it; the result (`HalvingTuningResult`) is the same JSON-safe shape for both.
+
+A search can also run in chunks (TuningFlow's SEARCH_CHUNKS, one pod each on Kubernetes):
+`split_candidates` deals the candidates into chunks, each chunk runs its own halving search, and
+`final_round` (in the flow's join) scores every chunk's finalists on all the training rows with
+the same folds, so the winner is chosen like the last iteration of one search would choose it.
 """
 
 from __future__ import annotations
@@ -17,19 +22,25 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from joblib import parallel_config
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (registers the class)
-from sklearn.model_selection import HalvingGridSearchCV
+from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV
 from sklearn.pipeline import Pipeline
 
+from modules.data.splitting import cv_folds
 from modules.errors import ConfigurationError
-from modules.models.family import TuningOutcome
+from modules.models.family import SklearnPipelineFamily, TuningContext, TuningOutcome
 from modules.models.preprocessing import build_preprocessor
+
+if TYPE_CHECKING:
+    from modules.models.training import PreparedData
 
 SCORING = "accuracy"
 # Halving factor: each iteration keeps the best 1/FACTOR of the candidates and gives them
@@ -50,6 +61,7 @@ class CandidateScore:
     iteration: int
     n_resources: int  # training rows available to this iteration (before the CV split)
     rank: int  # rank among the candidates of its iteration (1 = best)
+    chunk: int | None = None  # the chunk that scored it, in a search run in chunks (None: final round)
 
 
 @dataclass
@@ -68,6 +80,8 @@ class HalvingTuningResult:
     halving_factor: int
     scoring: str = SCORING
     iterations: list[dict[str, Any]] = field(default_factory=list)
+    # A search run in chunks: one entry per chunk (its candidates, iterations, seconds, finalists).
+    chunks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of built-in types (for Metaflow artifacts, MLflow params/JSON)."""
@@ -163,6 +177,14 @@ def _candidate_grid(candidates: Iterable[dict[str, Any]], step: str) -> list[dic
     return [{f"{step}__{key}": [value] for key, value in c.items()} for c in candidates]
 
 
+def _search_pipeline(classifier: Any, step: str, pca_variance: float | None, cache: str) -> Pipeline:
+    """`preprocess` + `classifier`; with PCA, fitted preprocessing is cached in `cache` (one search)."""
+    return Pipeline(
+        [("preprocess", build_preprocessor(pca_variance)), (step, classifier)],
+        memory=cache if pca_variance else None,
+    )
+
+
 def halving_search(
     classifier: Any,
     candidates: list[dict[str, Any]],
@@ -198,13 +220,9 @@ def halving_search(
             f"pca_variance={pca_variance}, {len(features)} training rows"
         )
     started = time.perf_counter()
-    with parallel_config(backend=backend), tempfile.TemporaryDirectory(prefix=f"{label}-cache-") as cache:
-        estimator = Pipeline(
-            [("preprocess", build_preprocessor(pca_variance)), (step, classifier)],
-            memory=cache if pca_variance else None,
-        )
+    with parallel_config(backend=backend), tempfile.TemporaryDirectory(prefix="halving-cache-") as cache:
         search = _ReportingHalvingGridSearchCV(
-            estimator,
+            _search_pipeline(classifier, step, pca_variance, cache),
             _candidate_grid(candidates, step),
             factor=factor,
             resource="n_samples",
@@ -277,3 +295,189 @@ def _result(
             f"({result.n_fits} fits in {elapsed:.1f} s)"
         )
     return result
+
+
+# --------------------------------------------------------------------------- searches run in chunks
+def split_candidates(candidates: Sequence[dict[str, Any]], chunks: int) -> list[list[dict[str, Any]]]:
+    """`candidates` dealt in turn into at most `chunks` non-empty chunks.
+
+    Dealing in turn (not in blocks) gives every chunk a share of each region of the space (each
+    SVM kernel, small and large C), so no chunk holds only the weak candidates.
+    """
+    if chunks < 1:
+        raise ConfigurationError(f"chunks={chunks} must be at least 1")
+    return [list(candidates[i::chunks]) for i in range(min(chunks, len(candidates)))]
+
+
+def finalists(result: HalvingTuningResult) -> list[dict[str, Any]]:
+    """The candidates that reached a search's last iteration, best first."""
+    last = max(c.iteration for c in result.candidates)
+    return [c.params for c in sorted(result.candidates, key=lambda c: c.rank) if c.iteration == last]
+
+
+def final_round(
+    classifier: Any,
+    parts: Sequence[HalvingTuningResult],
+    X_train: Any,
+    y_train: Sequence[Any],
+    cv: Any,
+    *,
+    step: str,
+    label: str,
+    n_jobs: int = 2,
+    backend: str = "threading",
+    progress: Progress | None = print,
+) -> HalvingTuningResult:
+    """The last iteration of a search run in chunks: every chunk's finalists, all rows, the same folds.
+
+    `parts` are the chunks' results in chunk order, `cv` the folds the chunks used. The result
+    holds every chunk's candidates (marked with their chunk) and the final round as the last
+    iteration; its best settings and CV figures are the final round's.
+    """
+    if not parts:
+        raise ConfigurationError("a search run in chunks needs at least one chunk's result")
+    pca_variance = parts[0].pca_variance
+    survivors: list[dict[str, Any]] = []
+    for part in parts:
+        survivors.extend(params for params in finalists(part) if params not in survivors)
+    features = np.ascontiguousarray(np.asarray(X_train, dtype=np.float64))
+    labels = np.asarray(y_train)
+    if progress:
+        progress(
+            f"{label}: final round of {len(parts)} chunks: {len(survivors)} finalists on all "
+            f"{len(features)} training rows"
+        )
+    started = time.perf_counter()
+    with parallel_config(backend=backend), tempfile.TemporaryDirectory(prefix="halving-cache-") as cache:
+        search = GridSearchCV(
+            _search_pipeline(classifier, step, pca_variance, cache),
+            _candidate_grid(survivors, step),
+            cv=cv,
+            scoring=SCORING,
+            refit=False,
+            return_train_score=False,
+            error_score="raise",
+            n_jobs=n_jobs,
+        )
+        search.fit(features, labels)
+    elapsed = time.perf_counter() - started
+    results = search.cv_results_
+    last_iteration = max(c.iteration for part in parts for c in part.candidates) + 1
+    order = sorted(range(len(survivors)), key=lambda i: -float(results["mean_test_score"][i]))  # stable
+    final = [
+        CandidateScore(
+            params=_strip_prefix(results["params"][i], step),
+            mean_score=float(results["mean_test_score"][i]),
+            std_score=float(results["std_test_score"][i]),
+            fit_time=float(results["mean_fit_time"][i]),
+            iteration=last_iteration,
+            n_resources=len(features),
+            rank=rank,
+        )
+        for rank, i in enumerate(order, start=1)
+    ]
+    best = final[0]
+    result = HalvingTuningResult(
+        best_params=best.params,
+        cv_mean=best.mean_score,
+        cv_std=best.std_score,
+        candidates=[replace(c, chunk=i) for i, part in enumerate(parts) for c in part.candidates] + final,
+        n_candidates=sum(part.n_candidates for part in parts),
+        n_iterations=last_iteration + 1,
+        n_fits=sum(part.n_fits for part in parts) + len(final) * int(search.n_splits_),
+        # Wall-clock with the chunks in parallel: the slowest chunk, then the final round.
+        elapsed_s=round(max(part.elapsed_s for part in parts) + elapsed, 3),
+        pca_variance=pca_variance,
+        halving_factor=parts[0].halving_factor,
+        iterations=[{"iteration": last_iteration, "n_candidates": len(final), "n_resources": len(features)}],
+        chunks=[
+            {
+                "chunk": i,
+                "n_candidates": part.n_candidates,
+                "n_iterations": part.n_iterations,
+                "elapsed_s": part.elapsed_s,
+                "finalists": finalists(part),
+            }
+            for i, part in enumerate(parts)
+        ],
+    )
+    if progress:
+        progress(
+            f"{label}: best {result.best_params} {SCORING} {result.cv_mean:.3f} +/- {result.cv_std:.3f} "
+            f"(final round: {len(final)} finalists in {elapsed:.1f} s)"
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- the families' side
+class HalvingFamily(SklearnPipelineFamily):
+    """A scikit-learn family tuned by successive halving over explicit candidates, whole or in chunks.
+
+    A family says which candidates this run searches, which classifier they configure, and the
+    classifier's step name; the search, its chunks and the join's final round are shared.
+    """
+
+    step: str  # the classifier's step name in the pipeline (the candidates' parameter prefix)
+
+    @abstractmethod
+    def candidates(self, context: TuningContext) -> list[dict[str, Any]]:
+        """The candidates this run searches (the family's budget applied), in a fixed order."""
+
+    @abstractmethod
+    def classifier(self, context: TuningContext) -> Any:
+        """The unfitted classifier that each candidate's settings configure."""
+
+    def limits(self) -> AbstractContextManager[Any]:
+        """Held while this family's models are fitted (e.g. BLAS thread limits); none by default."""
+        return nullcontext()
+
+    def search(
+        self, data: PreparedData, context: TuningContext, candidates: list[dict[str, Any]], label: str
+    ) -> HalvingTuningResult:
+        """Successive halving over `candidates` on the split's CV folds of the training part."""
+        with self.limits():
+            return halving_search(
+                self.classifier(context),
+                candidates,
+                data.X_train,
+                data.y_train.to_numpy(),
+                self._folds(data, context),
+                step=self.step,
+                label=label,
+                pca_variance=context.pca_variance,
+                n_jobs=context.n_jobs,
+                seed=context.seed,
+            )
+
+    def tune(self, data: PreparedData, context: TuningContext) -> TuningOutcome:
+        return self.search(data, context, self.candidates(context), self.name).outcome(context.cv_folds)
+
+    def search_chunks(self, context: TuningContext, requested: int) -> int:
+        return len(split_candidates(self.candidates(context), requested))
+
+    def tune_chunk(
+        self, data: PreparedData, context: TuningContext, chunk: int, chunks: int
+    ) -> TuningOutcome:
+        share = split_candidates(self.candidates(context), chunks)[chunk]
+        result = self.search(data, context, share, f"{self.name} chunk {chunk + 1}/{chunks}")
+        return result.outcome(context.cv_folds)
+
+    def merge_chunks(
+        self, data: PreparedData, context: TuningContext, parts: list[TuningOutcome]
+    ) -> TuningOutcome:
+        with self.limits():
+            result = final_round(
+                self.classifier(context),
+                [HalvingTuningResult.from_dict(part.search) for part in parts],
+                data.X_train,
+                data.y_train.to_numpy(),
+                self._folds(data, context),
+                step=self.step,
+                label=self.name,
+                n_jobs=context.n_jobs,
+            )
+        return result.outcome(context.cv_folds)
+
+    @staticmethod
+    def _folds(data: PreparedData, context: TuningContext) -> list[tuple[np.ndarray, np.ndarray]]:
+        return cv_folds(data.split, data.dataset.labels, n_splits=context.cv_folds, seed=context.seed)

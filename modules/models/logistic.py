@@ -21,10 +21,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from modules.data.splitting import cv_folds
 from modules.models.evaluation import CrossValidation
-from modules.models.family import SklearnPipelineFamily, TuningContext, TuningOutcome
-from modules.models.halving import HalvingTuningResult, Progress, halving_search
+from modules.models.family import TuningContext
+from modules.models.halving import HalvingFamily, HalvingTuningResult, Progress, halving_search
 from modules.models.preprocessing import build_preprocessor
 from modules.models.training import PreparedData, TrainedModel, train_pipeline
 
@@ -99,24 +98,22 @@ def train_logistic(
     return train_pipeline(data, "logistic", fit, seed=seed, cv=cv)
 
 
-class LogisticFamily(SklearnPipelineFamily):
+class LogisticFamily(HalvingFamily):
     """Logistic regression: a halving search over C, probabilities without calibration."""
 
     name = "logistic"
     title = "Logistic regression"
     search_title = "Logistic regression candidates"
+    step = STEP
 
-    def tune(self, data: PreparedData, context: TuningContext) -> TuningOutcome:
-        folds = cv_folds(data.split, data.dataset.labels, n_splits=context.cv_folds, seed=context.seed)
-        result = tune_logistic(
-            data.X_train,
-            data.y_train.to_numpy(),
-            folds,
-            pca_variance=context.pca_variance,
-            n_jobs=context.n_jobs,
-            seed=context.seed,
-        )
-        return result.outcome(context.cv_folds)
+    def candidates(self, context: TuningContext) -> list[dict[str, Any]]:
+        return search_space()
+
+    def classifier(self, context: TuningContext) -> LogisticRegression:
+        return LogisticRegression(max_iter=MAX_ITER, random_state=context.seed)
+
+    def limits(self) -> threadpool_limits:
+        return _one_blas_thread()
 
     def train(
         self,

@@ -31,8 +31,14 @@ from sklearn.svm import SVC
 from modules.data.splitting import CALIBRATION_FOLDS, cv_folds
 from modules.errors import ConfigurationError
 from modules.models.evaluation import CrossValidation
-from modules.models.family import SklearnPipelineFamily, TuningContext, TuningOutcome
-from modules.models.halving import HALVING_FACTOR, HalvingTuningResult, Progress, halving_search
+from modules.models.family import TuningContext
+from modules.models.halving import (
+    HALVING_FACTOR,
+    HalvingFamily,
+    HalvingTuningResult,
+    Progress,
+    halving_search,
+)
 from modules.models.halving import SCORING as SCORING  # re-exported: callers import it from here
 from modules.models.halving import CandidateScore as CandidateScore
 from modules.models.preprocessing import build_preprocessor
@@ -234,23 +240,19 @@ def train_svm(
     return train_pipeline(data, "svm", fit, refit=refit, seed=seed, cv=cv)
 
 
-class SvmFamily(SklearnPipelineFamily):
+class SvmFamily(HalvingFamily):
     """The calibrated SVM: successive halving over C x gamma x kernel."""
 
     name = "svm"
     title = "SVM"
     search_title = "SVM candidates"
+    step = "svc"
 
-    def tune(self, data: PreparedData, context: TuningContext) -> TuningOutcome:
-        result = run_svm_tuning(
-            data,
-            cv_folds_count=context.cv_folds,
-            max_candidates=context.budgets.get("svm_max_candidates", 48),
-            n_jobs=context.n_jobs,
-            pca_variance=context.pca_variance,
-            seed=context.seed,
-        )
-        return result.outcome(context.cv_folds)
+    def candidates(self, context: TuningContext) -> list[dict[str, Any]]:
+        return select_candidates(context.budgets.get("svm_max_candidates", 48), context.seed)
+
+    def classifier(self, context: TuningContext) -> SVC:
+        return SVC()
 
     def train(
         self,
