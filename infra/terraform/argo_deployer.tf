@@ -14,8 +14,9 @@
 #   delete, which the content-addressed package never needs).
 # - Kubernetes: a Role in the flows' namespace only, for the Argo objects Metaflow's
 #   `argo-workflows create` and `trigger` touch (WorkflowTemplates, the weekly CronWorkflow, the
-#   Argo Events sensor of @trigger_on_finish) and the creation of Workflows. No pods, no secrets,
-#   no ClusterRole.
+#   Argo Events sensor of @trigger_on_finish) and the creation of Workflows, and for the
+#   `kubectl port-forward svc/metaflow-metadata` through which the job, outside the cluster, reaches
+#   the metadata service (metaflow_metadata.tf). No secrets, no exec, no ClusterRole.
 
 resource "google_service_account" "argo_deployer" {
   count        = local.gke
@@ -60,7 +61,8 @@ resource "google_storage_bucket_iam_member" "argo_deployer_datastore_creator" {
 }
 
 # The verbs Metaflow 2.19's Argo client uses when it deploys (get, create or replace; it deletes
-# only a sensor it replaces) and triggers (create a Workflow from the template).
+# only a sensor it replaces) and triggers (create a Workflow from the template), and those of a
+# port-forward to the metadata service (the pipeline workflow's argo job, before it deploys).
 resource "kubernetes_role_v1" "argo_deployer" {
   count = local.gke
 
@@ -85,6 +87,34 @@ resource "kubernetes_role_v1" "argo_deployer" {
     api_groups = ["argoproj.io"]
     resources  = ["workflows"]
     verbs      = ["create"]
+  }
+
+  # kubectl port-forward svc/NAME: it reads the Service (this one, by name) to find its selector and
+  # port, lists the pods it selects, reads the one it picks and opens pods/NAME/portforward.
+  rule {
+    api_groups     = [""]
+    resources      = ["services"]
+    resource_names = [var.metaflow_metadata_service_name]
+    verbs          = ["get"]
+  }
+
+  # Not restricted by name: the Deployment's pod has a generated name (metaflow-metadata-HASH-ID),
+  # and a list cannot be restricted by name anyway. It reads the namespace's pod specs, which name
+  # the Secrets the step pods use (envFrom) but do not carry their values.
+  rule {
+    api_groups = [""]
+    resources  = ["pods"]
+    verbs      = ["get", "list"]
+  }
+
+  # Not restricted by name either, for the same generated name: the account may port-forward to any
+  # pod of this namespace. `create` is what SPDY (older kubectl) needs; kubectl 1.31+ speaks
+  # WebSockets, whose upgrade is a GET that the API server authorises as `get` (and, from 1.35 with
+  # AuthorizePodWebsocketUpgradeCreatePermission on, as `create` as well), so both are needed.
+  rule {
+    api_groups = [""]
+    resources  = ["pods/portforward"]
+    verbs      = ["get", "create"]
   }
 }
 

@@ -1,9 +1,10 @@
 """infra/terraform/argo_deployer.tf: the identity of the pipeline workflow's `argo` job.
 
 Parsed with python-hcl2 as the other Terraform tests: off with enable_gke = false, admitted only
-for production tokens of main, and granted no more than deploying the flows' WorkflowTemplates and
-starting Workflows in their one namespace needs; checkov judges the file with the cluster enabled
-(the whole folder is scanned in tests/ci/test_kubernetes_infra.py too).
+for production tokens of main, and granted no more than deploying the flows' WorkflowTemplates,
+starting Workflows and port-forwarding to the metadata service in their one namespace needs; checkov
+judges the file with the cluster enabled (the whole folder is scanned in
+tests/ci/test_kubernetes_infra.py too).
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ ALLOWED_VERBS = {
     ("sensors", "delete"),
     ("workflows", "create"),
 }
+# `kubectl port-forward svc/metaflow-metadata` (the argo job reaches the metadata service through it):
+# the Service by its name, the pod it selects (generated name: no resource_names), its portforward
+# subresource over SPDY (create) or WebSockets (get, and create from Kubernetes 1.35).
+PORT_FORWARD_RULES = [
+    {
+        "api_groups": [""],
+        "resources": ["services"],
+        "resource_names": ["${var.metaflow_metadata_service_name}"],
+        "verbs": ["get"],
+    },
+    {"api_groups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+    {"api_groups": [""], "resources": ["pods/portforward"], "verbs": ["get", "create"]},
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +60,11 @@ def deployer() -> dict[str, list]:
 
 
 def role_problems(rules: list[dict]) -> list[str]:
-    """What in a Role's rules goes beyond deploying and starting the flows on Argo."""
+    """What in a Role's rules goes beyond deploying and starting the flows on Argo and the port-forward."""
     problems = []
     for rule in rules:
+        if rule in PORT_FORWARD_RULES:
+            continue
         if rule.get("api_groups") != ["argoproj.io"]:
             problems.append(f"api_groups {rule.get('api_groups')}: only argoproj.io")
         for resource in rule.get("resources", []):
@@ -147,6 +163,34 @@ def test_the_role_checker_flags_wider_rules() -> None:
     problems = role_problems(planted)
     assert "* workflows" in problems and "delete workflowtemplates" in problems
     assert any("api_groups" in p for p in problems) and "get secrets" in problems
+    # A port-forward rule one step wider than the exact one is no longer the port-forward.
+    services, pods, portforward = (dict(rule) for rule in PORT_FORWARD_RULES)
+    wider = [
+        {k: v for k, v in services.items() if k != "resource_names"},  # every Service
+        {**pods, "verbs": ["get", "list", "watch", "delete"]},
+        {**portforward, "resources": ["pods/portforward", "pods/exec"]},
+        {**portforward, "verbs": ["*"]},
+    ]
+    for rule in wider:
+        assert role_problems([rule]), rule
+    assert role_problems(PORT_FORWARD_RULES) == []
+
+
+def test_the_port_forward_rules_are_exactly_those_kubectl_needs_for_the_metadata_service(
+    deployer: dict,
+) -> None:
+    (role,) = resources(deployer, "kubernetes_role_v1").values()
+    core = [rule for rule in role["rule"] if rule["api_groups"] != ["argoproj.io"]]
+    assert core == PORT_FORWARD_RULES
+    for rule in role["rule"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+        assert "*" not in rule.get("api_groups", []) and "*" not in rule.get("resource_names", []), rule
+    # The name is the metadata Service's own (metaflow_metadata.tf), which the profile's address names.
+    (service,) = resources(parse("metaflow_metadata.tf"), "kubernetes_service_v1").values()
+    assert one(service["metadata"])["name"] == "${var.metaflow_metadata_service_name}"
+    default = named(parse("variables_gke.tf")["variable"])["metaflow_metadata_service_name"]["default"]
+    profile = json.loads((REPO / "infra" / "metaflow" / "config_gke.json").read_text(encoding="utf-8"))
+    assert profile["METAFLOW_SERVICE_INTERNAL_URL"].startswith(f"http://{default}.")
 
 
 def test_the_outputs_name_every_variable_the_argo_job_reads() -> None:
