@@ -7,9 +7,12 @@ bad snippet so that a checker that silently finds nothing would fail.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -839,7 +842,7 @@ def test_the_argo_job_acts_as_its_own_account_and_reaches_the_cluster_by_its_dns
         "service_account": "${{ vars.GCP_ARGO_SERVICE_ACCOUNT }}",
     }, "the argo-deployer account, not the pipeline's"
     (gcloud,) = step_using(job, "google-github-actions/setup-gcloud")
-    assert gcloud["with"]["install_components"] == "gke-gcloud-auth-plugin"
+    assert gcloud["with"]["install_components"] == "gke-gcloud-auth-plugin,kubectl"
     credentials = step_running(job, "gcloud container clusters get-credentials")
     assert "--dns-endpoint" in credentials["run"]
     assert credentials["env"] == {
@@ -952,3 +955,153 @@ def _plain_env() -> dict[str, str]:
     """The test's environment without the budgets and Metaflow profile a developer may have set."""
     dropped = (*PROMOTION_ENV, "METAFLOW_PROFILE", "METAFLOW_HOME", "RUN_ID_FILE", "MAKEFLAGS")
     return {k: v for k, v in os.environ.items() if k not in dropped}
+
+
+# ------------------------------------------------------------------ Argo: the metadata service through a port-forward
+
+PORT_FORWARD_SCRIPT = REPO / ".github" / "scripts" / "start_metadata_port_forward.sh"
+GKE_PROFILE = REPO / "infra" / "metaflow" / "config_gke.json"
+
+
+def test_the_argo_job_reaches_the_metadata_service_through_a_port_forward_for_deploy_and_trigger() -> None:
+    argo = load(PIPELINE)["jobs"]["argo"]
+    scripts = [str(step.get("run", "")).strip() for step in argo["steps"]]
+    forward = scripts.index(f"bash {PORT_FORWARD_SCRIPT.relative_to(REPO)}")
+    credentials = next(i for i, s in enumerate(scripts) if "get-credentials" in s)
+    deploy = scripts.index("make deploy-argo")
+    trigger = next(i for i, s in enumerate(scripts) if s.startswith("make trigger-argo"))
+    assert credentials < forward < deploy < trigger
+    step = argo["steps"][forward]
+    assert step["id"] == "metadata" and "if" not in step
+    local = f"http://127.0.0.1:{step['env']['LOCAL_PORT']}"
+    assert local == "http://127.0.0.1:8080"
+    for index in (deploy, trigger):
+        assert argo["steps"][index]["env"]["METAFLOW_SERVICE_URL"] == local, scripts[index]
+    # The pods keep the cluster address: the job never overrides the internal URL.
+    everything = yaml.safe_dump(argo)
+    assert "METAFLOW_SERVICE_INTERNAL_URL" not in everything
+    assert "METAFLOW_SERVICE_URL" not in argo["env"], "only deploy and trigger talk to the service"
+    profile = json.loads(GKE_PROFILE.read_text(encoding="utf-8"))
+    assert ".svc:" in profile["METAFLOW_SERVICE_INTERNAL_URL"] and "127.0.0.1" not in json.dumps(profile)
+    script = PORT_FORWARD_SCRIPT.read_text(encoding="utf-8")
+    assert 'port-forward --address 127.0.0.1 "svc/$service"' in script
+
+
+def test_the_argo_job_stops_the_port_forward_by_its_pid_even_after_a_failure() -> None:
+    argo = load(PIPELINE)["jobs"]["argo"]
+    stop = next(s for s in argo["steps"] if "PORT_FORWARD_PID" in str(s.get("run", "")))
+    assert stop is argo["steps"][-1], "after every step that uses the port-forward"
+    assert stop["if"] == "always() && steps.metadata.outputs.pid != ''"
+    assert stop["env"] == {"PORT_FORWARD_PID": "${{ steps.metadata.outputs.pid }}"}
+    assert stop["run"].startswith('kill "$PORT_FORWARD_PID"')
+    assert "pkill" not in yaml.safe_dump(argo) and "killall" not in yaml.safe_dump(argo)
+
+
+def _fake_kubectl(bin_dir: Path, behaviour: str) -> None:
+    """A kubectl that records its arguments, then serves /ping on the local port, serves nothing, or fails."""
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "kubectl"
+    fake.write_text(
+        f"""#!{sys.executable}
+import http.server, os, sys, time
+with open(os.environ["FAKE_ARGS"], "w", encoding="utf-8") as handle:
+    handle.write(" ".join(sys.argv[1:]))
+behaviour = {behaviour!r}
+if behaviour == "forbidden":
+    print('error: pods "metaflow-metadata-5d9c" is forbidden: cannot create resource "pods/portforward"', file=sys.stderr)
+    sys.exit(1)
+if behaviour == "silent":
+    time.sleep(3600)
+local = int(sys.argv[-1].split(":")[0])
+
+class Ping(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/ping" else 404)
+        self.end_headers()
+        self.wfile.write(b"pong")
+
+print(f"Forwarding from 127.0.0.1:{{local}} -> 8080", flush=True)
+http.server.HTTPServer(("127.0.0.1", local), Ping).serve_forever()
+""",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+
+
+def _run_port_forward_script(tmp_path: Path, behaviour: str, profile: dict | None = None) -> tuple:
+    """Run the job's script against a fake kubectl; its result, the pid it recorded, kubectl's arguments."""
+    _fake_kubectl(tmp_path / "bin", behaviour)
+    home = tmp_path / "metaflow"
+    home.mkdir(exist_ok=True)
+    config = profile if profile is not None else json.loads(GKE_PROFILE.read_text(encoding="utf-8"))
+    (home / "config_gke.json").write_text(json.dumps(config), encoding="utf-8")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    output, args = tmp_path / "github_output", tmp_path / "kubectl-args"
+    output.write_text("", encoding="utf-8")
+    env = {
+        "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "METAFLOW_HOME": str(home),
+        "METAFLOW_PROFILE": "gke",
+        "LOCAL_PORT": str(port),
+        "GITHUB_OUTPUT": str(output),
+        "RUNNER_TEMP": str(tmp_path),
+        "FAKE_ARGS": str(args),
+        "TRIES": "3",
+    }
+    result = subprocess.run(
+        ["bash", str(PORT_FORWARD_SCRIPT)], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    pids = re.findall(r"^pid=(\d+)$", output.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    recorded = args.read_text(encoding="utf-8") if args.exists() else None
+    return result, pids, recorded, port
+
+
+def _stop(pids: list[str]) -> None:
+    """End the fake kubectl this test started, by the pid the script recorded."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGTERM)
+
+
+def test_the_port_forward_script_forwards_the_profiles_service_on_127_0_0_1_and_waits_for_ping(
+    tmp_path: Path,
+) -> None:
+    result, pids, recorded, port = _run_port_forward_script(tmp_path, "serve")
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(pids) == 1, "pid=PID for the stop step"
+        assert (
+            recorded
+            == f"-n operational-ml port-forward --address 127.0.0.1 svc/metaflow-metadata {port}:8080"
+        )
+        assert f"answers at http://127.0.0.1:{port}" in result.stdout
+        os.kill(int(pids[0]), 0)  # still running for the steps that follow
+    finally:
+        _stop(pids)
+
+
+def test_the_port_forward_script_fails_with_kubectls_words_when_kubectl_is_refused(tmp_path: Path) -> None:
+    result, pids, _, _ = _run_port_forward_script(tmp_path, "forbidden")
+    _stop(pids)
+    assert result.returncode != 0
+    assert "::error title=Port-forward failed::" in result.stdout
+    assert 'cannot create resource "pods/portforward"' in result.stdout
+    assert len(pids) == 1, "the pid is recorded before the wait, so the stop step runs anyway"
+
+
+def test_the_port_forward_script_gives_up_after_its_tries_when_nothing_answers(tmp_path: Path) -> None:
+    result, pids, _, _ = _run_port_forward_script(tmp_path, "silent")
+    _stop(pids)
+    assert result.returncode != 0
+    assert "::error title=Metadata service unreachable::" in result.stdout
+    assert "did not answer in 3 tries" in result.stdout and "svc/metaflow-metadata" in result.stdout
+
+
+def test_the_port_forward_script_refuses_a_profile_without_a_cluster_address(tmp_path: Path) -> None:
+    profile = {"METAFLOW_SERVICE_INTERNAL_URL": "http://127.0.0.1:8080"}
+    result, pids, recorded, _ = _run_port_forward_script(tmp_path, "serve", profile)
+    _stop(pids)
+    assert result.returncode != 0 and recorded is None and pids == []
+    assert "expected http://SERVICE.NAMESPACE.svc:PORT" in result.stdout + result.stderr
