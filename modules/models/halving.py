@@ -177,6 +177,12 @@ def _candidate_grid(candidates: Iterable[dict[str, Any]], step: str) -> list[dic
     return [{f"{step}__{key}": [value] for key, value in c.items()} for c in candidates]
 
 
+def _search_arrays(X_train: Any, y_train: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Features as one plain float array, labels as an array: workers get them memory-mapped, and
+    column names do not matter while tuning (the final model is fitted on the DataFrame and keeps them)."""
+    return np.ascontiguousarray(np.asarray(X_train, dtype=np.float64)), np.asarray(y_train)
+
+
 def _search_pipeline(classifier: Any, step: str, pca_variance: float | None, cache: str) -> Pipeline:
     """`preprocess` + `classifier`; with PCA, fitted preprocessing is cached in `cache` (one search)."""
     return Pipeline(
@@ -210,10 +216,7 @@ def halving_search(
     """
     if factor < 2:
         raise ConfigurationError(f"factor={factor} must be at least 2")
-    # A plain float array: workers get it memory-mapped, and column names do not matter
-    # while tuning (the final model is fitted on the DataFrame and keeps them).
-    features = np.ascontiguousarray(np.asarray(X_train, dtype=np.float64))
-    labels = np.asarray(y_train)
+    features, labels = _search_arrays(X_train, y_train)
     if progress:
         progress(
             f"{label}: {len(candidates)} candidates, halving factor {factor}, n_jobs={n_jobs}, "
@@ -340,8 +343,7 @@ def final_round(
     survivors: list[dict[str, Any]] = []
     for part in parts:
         survivors.extend(params for params in finalists(part) if params not in survivors)
-    features = np.ascontiguousarray(np.asarray(X_train, dtype=np.float64))
-    labels = np.asarray(y_train)
+    features, labels = _search_arrays(X_train, y_train)
     if progress:
         progress(
             f"{label}: final round of {len(parts)} chunks: {len(survivors)} finalists on all "
