@@ -2,23 +2,29 @@
 
 The command starts gcp-storage-emulator itself (Metaflow uploads the code package even for
 `--only-json`), runs Metaflow's own `argo-workflows create --only-json` on each flow with the GKE
-profile, and stops the emulator. The tests read the JSON it wrote, as a reviewer would.
+profile, and stops the emulator. The tests read the JSON it wrote, as a reviewer would, and validate
+it against the Argo Workflows schema of the version infra/terraform installs (tests/integration/schemas).
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import hashlib
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,6 +37,14 @@ FLOW_FILES = {
     "ArgoProbeFlow": REPO / "tests" / "integration" / "argo_probe_flow.py",
     "ArgoProbeTriggeredFlow": REPO / "tests" / "integration" / "argo_probe_triggered_flow.py",
 }
+# The Argo Workflows schema of the version infra/terraform installs, vendored whole and unedited
+# (tests/integration/schemas/README.md: source, licence, and how the tests read it).
+ARGO_VERSION = "v3.7.11"
+ARGO_SCHEMA = REPO / "tests" / "integration" / "schemas" / f"argo-workflows-{ARGO_VERSION}.schema.json"
+ARGO_SCHEMA_SHA256 = "7121a93025875991aa5372aa0c3f922797ba9af4899d9ed33c5b99d85aa6eb37"
+# argo-helm's charts/argo-workflows/Chart.yaml: chart version -> appVersion.
+CHART_APP_VERSIONS = {"0.47.5": "v3.7.11"}
+INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
 STAND_IN = re.compile(r"gcp-storage-emulator on http://127\.0\.0\.1:(\d+) \(pid (\d+)\)")
 
 
@@ -101,6 +115,47 @@ def pid_is_gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def close_structs(node: object) -> object:
+    """Every object of the schema that lists its properties and says nothing of others (a Go struct)
+    refuses unknown fields, as Argo's strict decoding does; maps keep their additionalProperties."""
+    if isinstance(node, list):
+        return [close_structs(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    closed = {key: close_structs(value) for key, value in node.items()}
+    if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
+        closed["additionalProperties"] = False
+    return closed
+
+
+@functools.cache
+def argo_validator(kind: str) -> Draft202012Validator:
+    """A validator for one Argo kind, reading the vendored schema as the API server does (in memory;
+    the file stays as Argo publishes it, see tests/integration/schemas/README.md)."""
+    schema = close_structs(json.loads(ARGO_SCHEMA.read_text(encoding="utf-8")))
+    # Argo's full CRD at the same tag: anyOf integer or string; the schema writes only the string.
+    schema["definitions"][INT_OR_STRING] = {"type": ["integer", "string"]}
+    registry = Registry().with_resource(schema["$id"], Resource.from_contents(schema))
+    root = {"$ref": f"{schema['$id']}#/definitions/io.argoproj.workflow.v1alpha1.{kind}"}
+    return Draft202012Validator(root, registry=registry)
+
+
+def without_nulls(document: object) -> object:
+    """Kubernetes reads a null field as an unset one; Metaflow writes unset fields as null."""
+    if isinstance(document, dict):
+        return {key: without_nulls(value) for key, value in document.items() if value is not None}
+    if isinstance(document, list):
+        return [without_nulls(item) for item in document]
+    return document
+
+
+def schema_errors(document: dict) -> list[tuple[str, str]]:
+    """(JSON path, why) for every place where an Argo object breaks the Argo Workflows schema."""
+    assert document["kind"] in ("WorkflowTemplate", "CronWorkflow"), document["kind"]
+    errors = argo_validator(document["kind"]).iter_errors(without_nulls(document))
+    return sorted((error.json_path, error.message[:300]) for error in errors)
 
 
 def test_every_flow_gets_a_template_file_and_a_progress_line(compiled: DryRun) -> None:
@@ -246,6 +301,111 @@ def test_the_weekly_cron_workflow_starts_the_tuning_template(compiled: DryRun) -
     assert spec["timezone"] == "UTC" and spec["concurrencyPolicy"] == "Forbid"
     assert spec["workflowSpec"] == {"workflowTemplateRef": {"name": "tuningflow"}}
     assert cron["metadata"]["name"] != "tuningflow", "Metaflow deletes a CronWorkflow named like the template"
+
+
+def test_the_vendored_schema_is_argos_own_for_the_version_terraform_installs() -> None:
+    assert hashlib.sha256(ARGO_SCHEMA.read_bytes()).hexdigest() == ARGO_SCHEMA_SHA256, "never edit it by hand"
+    variables = (REPO / "infra" / "terraform" / "variables_gke.tf").read_text(encoding="utf-8")
+    found = re.search(
+        r'variable "argo_workflows_chart_version" \{.*?default\s*=\s*"([^"]+)"', variables, re.S
+    )
+    assert found, "argo_workflows_chart_version has a default"
+    chart = found.group(1)
+    assert CHART_APP_VERSIONS.get(chart) == ARGO_VERSION, (
+        f"chart {chart}: vendor the schema of its appVersion"
+    )
+    schema = json.loads(ARGO_SCHEMA.read_text(encoding="utf-8"))
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)
+    for kind in ("WorkflowTemplate", "CronWorkflow"):
+        assert f"io.argoproj.workflow.v1alpha1.{kind}" in schema["definitions"]
+
+
+@pytest.mark.parametrize("name", [*FLOW_FILES, "TuningFlow-cron"])
+def test_every_template_and_the_cron_workflow_pass_the_argo_schema(compiled: DryRun, name: str) -> None:
+    document = json.loads((compiled.out / f"{name}.json").read_text(encoding="utf-8"))
+    assert document["kind"] == ("CronWorkflow" if name.endswith("-cron") else "WorkflowTemplate")
+    assert schema_errors(document) == []
+
+
+def request_cpu_as_a_list(template: dict) -> None:
+    step_templates(template)["start"]["container"]["resources"]["requests"]["cpu"] = ["2"]
+
+
+def misspell_the_node_selector(template: dict) -> None:
+    step = step_templates(template)["tune"]
+    step["nodeSelecter"] = step.pop("nodeSelector")
+
+
+def give_an_environment_value_as_a_number(template: dict) -> None:
+    env = step_templates(template)["start"]["container"]["env"]
+    next(item for item in env if item.get("value") is not None)["value"] = 1
+
+
+def give_the_deadline_as_an_object(template: dict) -> None:
+    step_templates(template)["start"]["activeDeadlineSeconds"] = {"seconds": 432000}
+
+
+def name_an_unknown_api_version(template: dict) -> None:
+    template["apiVersion"] = "argoproj.io/v1"
+
+
+def give_the_cron_template_reference_as_a_name(cron: dict) -> None:
+    cron["spec"]["workflowSpec"]["workflowTemplateRef"] = "tuningflow"
+
+
+STEP = r"\$\.spec\.templates\[\d+\]"
+
+
+# (mutation, file, where the one error must be, what it must say)
+BROKEN_COPIES = [
+    (
+        request_cpu_as_a_list,
+        "TuningFlow",
+        STEP + r"\.container\.resources\.requests\.cpu",
+        "is not of type 'string'",
+    ),
+    (misspell_the_node_selector, "TuningFlow", STEP, "'nodeSelecter' was unexpected"),
+    (
+        give_an_environment_value_as_a_number,
+        "MonitoringFlow",
+        STEP + r"\.container\.env\[\d+\]\.value",
+        "1 is not of type 'string'",
+    ),
+    (
+        give_the_deadline_as_an_object,
+        "MLPipelineFlow",
+        STEP + r"\.activeDeadlineSeconds",
+        "is not of type 'integer', 'string'",
+    ),
+    (
+        name_an_unknown_api_version,
+        "MLPipelineFlow",
+        r"\$\.apiVersion",
+        "'argoproj.io/v1alpha1' was expected",
+    ),
+    (
+        give_the_cron_template_reference_as_a_name,
+        "TuningFlow-cron",
+        r"\$\.spec\.workflowSpec\.workflowTemplateRef",
+        "is not of type 'object'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "name", "where", "why"), BROKEN_COPIES, ids=[broken[0].__name__ for broken in BROKEN_COPIES]
+)
+def test_the_schema_check_rejects_a_broken_template_at_the_broken_field(
+    compiled: DryRun, mutate: Callable[[dict], None], name: str, where: str, why: str
+) -> None:
+    """The same check on a copy broken in one place: exactly one error, at that place."""
+    document = json.loads((compiled.out / f"{name}.json").read_text(encoding="utf-8"))
+    mutate(document)
+    errors = schema_errors(document)
+    assert len(errors) == 1, errors
+    path, message = errors[0]
+    assert re.fullmatch(where, path) and why in message, errors[0]
 
 
 def test_the_emulator_is_stopped_after_the_compile(compiled: DryRun) -> None:
