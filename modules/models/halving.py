@@ -12,9 +12,10 @@ The SVM (`modules.models.svm`) and the logistic regression (`modules.models.logi
 with it; the result (`HalvingTuningResult`) is the same JSON-safe shape for both.
 
 A search can also run in chunks (TuningFlow's SEARCH_CHUNKS, one pod each on Kubernetes):
-`split_candidates` deals the candidates into chunks, each chunk runs its own halving search, and
-`final_round` (in the flow's join) scores every chunk's finalists on all the training rows with
-the same folds, so the winner is chosen like the last iteration of one search would choose it.
+`split_candidates` deals the candidates into chunks, each chunk runs the early iterations of a
+halving search (up to 1/`factor` of the training rows, `chunk_rows`), and `final_round` (in the
+flow's join) scores every chunk's finalists on all the training rows with the same folds, so the
+winner is chosen like the last iteration of one search would choose it.
 """
 
 from __future__ import annotations
@@ -205,9 +206,13 @@ def halving_search(
     seed: int = 42,
     factor: int = HALVING_FACTOR,
     backend: str = "threading",
+    max_resources: int | None = None,
     progress: Progress | None = print,
 ) -> HalvingTuningResult:
     """Successive-halving search of `preprocess` + `classifier` (named `step`) over `candidates`.
+
+    `max_resources` caps the rows of the last iteration (default: every training row); a chunk
+    of a search stops at a share of them and leaves the round on all rows to `final_round`.
 
     `cv` is a list of (train, validation) row positions relative to `X_train`
     (`modules.data.splitting.cv_folds`) or anything scikit-learn accepts as `cv=`.
@@ -229,6 +234,7 @@ def halving_search(
             _candidate_grid(candidates, step),
             factor=factor,
             resource="n_samples",
+            max_resources=max_resources or "auto",
             # "exhaust": start with as many rows as possible so the last iteration uses them all.
             min_resources="exhaust",
             cv=cv,
@@ -312,10 +318,34 @@ def split_candidates(candidates: Sequence[dict[str, Any]], chunks: int) -> list[
     return [list(candidates[i::chunks]) for i in range(min(chunks, len(candidates)))]
 
 
+def chunk_rows(n_rows: int, factor: int = HALVING_FACTOR) -> int:
+    """The most rows a chunk's last iteration uses: the iteration before the final round's all rows."""
+    return max(1, n_rows // factor)
+
+
+def _last_iteration(result: HalvingTuningResult) -> list[CandidateScore]:
+    last = max(c.iteration for c in result.candidates)
+    return sorted((c for c in result.candidates if c.iteration == last), key=lambda c: c.rank)
+
+
 def finalists(result: HalvingTuningResult) -> list[dict[str, Any]]:
     """The candidates that reached a search's last iteration, best first."""
-    last = max(c.iteration for c in result.candidates)
-    return [c.params for c in sorted(result.candidates, key=lambda c: c.rank) if c.iteration == last]
+    return [c.params for c in _last_iteration(result)]
+
+
+def final_candidates(parts: Sequence[HalvingTuningResult], factor: int) -> list[dict[str, Any]]:
+    """The halving rule over the chunks' finalists: the best 1/`factor` by their chunks' last scores.
+
+    Every chunk's last iteration used about the same rows (`chunk_rows`), so their scores compare
+    as the candidates of one iteration do; the first of equals (by chunk) goes on.
+    """
+    scored: list[tuple[dict[str, Any], float]] = []
+    for part in parts:
+        scored.extend(
+            (c.params, c.mean_score) for c in _last_iteration(part) if c.params not in [p for p, _ in scored]
+        )
+    ranked = sorted(scored, key=lambda item: -item[1])  # stable: chunk order among equals
+    return [params for params, _ in ranked[: max(1, math.ceil(len(ranked) / factor))]]
 
 
 def final_round(
@@ -331,23 +361,22 @@ def final_round(
     backend: str = "threading",
     progress: Progress | None = print,
 ) -> HalvingTuningResult:
-    """The last iteration of a search run in chunks: every chunk's finalists, all rows, the same folds.
+    """The last iteration of a search run in chunks: the best of the chunks' finalists, all rows, the same folds.
 
-    `parts` are the chunks' results in chunk order, `cv` the folds the chunks used. The result
-    holds every chunk's candidates (marked with their chunk) and the final round as the last
-    iteration; its best settings and CV figures are the final round's.
+    `parts` are the chunks' results in chunk order, `cv` the folds the chunks used. The best
+    1/factor of the finalists (`final_candidates`) are cross-validated on every training row. The
+    result holds every chunk's candidates (marked with their chunk) and the final round as the
+    last iteration; its best settings and CV figures are the final round's.
     """
     if not parts:
         raise ConfigurationError("a search run in chunks needs at least one chunk's result")
     pca_variance = parts[0].pca_variance
-    survivors: list[dict[str, Any]] = []
-    for part in parts:
-        survivors.extend(params for params in finalists(part) if params not in survivors)
+    survivors = final_candidates(parts, parts[0].halving_factor)
     features, labels = _search_arrays(X_train, y_train)
     if progress:
         progress(
-            f"{label}: final round of {len(parts)} chunks: {len(survivors)} finalists on all "
-            f"{len(features)} training rows"
+            f"{label}: final round of {len(parts)} chunks: the best {len(survivors)} of their finalists "
+            f"on all {len(features)} training rows"
         )
     started = time.perf_counter()
     with parallel_config(backend=backend), tempfile.TemporaryDirectory(prefix="halving-cache-") as cache:
@@ -434,7 +463,13 @@ class HalvingFamily(SklearnPipelineFamily):
         return nullcontext()
 
     def search(
-        self, data: PreparedData, context: TuningContext, candidates: list[dict[str, Any]], label: str
+        self,
+        data: PreparedData,
+        context: TuningContext,
+        candidates: list[dict[str, Any]],
+        label: str,
+        *,
+        max_resources: int | None = None,
     ) -> HalvingTuningResult:
         """Successive halving over `candidates` on the split's CV folds of the training part."""
         with self.limits():
@@ -449,6 +484,7 @@ class HalvingFamily(SklearnPipelineFamily):
                 pca_variance=context.pca_variance,
                 n_jobs=context.n_jobs,
                 seed=context.seed,
+                max_resources=max_resources,
             )
 
     def tune(self, data: PreparedData, context: TuningContext) -> TuningOutcome:
@@ -461,7 +497,8 @@ class HalvingFamily(SklearnPipelineFamily):
         self, data: PreparedData, context: TuningContext, chunk: int, chunks: int
     ) -> TuningOutcome:
         share = split_candidates(self.candidates(context), chunks)[chunk]
-        result = self.search(data, context, share, f"{self.name} chunk {chunk + 1}/{chunks}")
+        label = f"{self.name} chunk {chunk + 1}/{chunks}"
+        result = self.search(data, context, share, label, max_resources=chunk_rows(len(data.X_train)))
         return result.outcome(context.cv_folds)
 
     def merge_chunks(

@@ -11,7 +11,14 @@ from sklearn.preprocessing import StandardScaler
 
 from modules.errors import ConfigurationError
 from modules.models.dnn import DnnTuningResult, TrialRecord, best_epoch, merge_dnn_searches, trial_shares
-from modules.models.halving import final_round, finalists, halving_search, split_candidates
+from modules.models.halving import (
+    chunk_rows,
+    final_candidates,
+    final_round,
+    finalists,
+    halving_search,
+    split_candidates,
+)
 
 
 def test_candidates_are_dealt_in_turn_into_non_empty_chunks() -> None:
@@ -32,15 +39,29 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray,
     return X, y, folds
 
 
-def test_the_final_round_scores_every_chunks_finalists_on_all_rows_with_the_same_folds() -> None:
+def test_the_final_round_scores_the_best_third_of_the_chunks_finalists_on_all_rows_with_the_same_folds() -> (
+    None
+):
     X, y, folds = _data()
-    candidates = [{"C": c} for c in (1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0)]
+    candidates = [{"C": c} for c in (1e-5, 1e-4, 1e-3, 0.01, 0.1, 1.0, 3.0, 10.0, 30.0)]
     parts = [
         halving_search(
-            LogisticRegression(max_iter=500), share, X, y, folds, step="lr", label=f"chunk {i}", progress=None
+            LogisticRegression(max_iter=500),
+            share,
+            X,
+            y,
+            folds,
+            step="lr",
+            label=f"chunk {i}",
+            max_resources=chunk_rows(len(X)),
+            progress=None,
         )
-        for i, share in enumerate(split_candidates(candidates, 2))
+        for i, share in enumerate(split_candidates(candidates, 3))
     ]
+    # Each chunk stopped at a third of the rows: the round on all rows is the join's.
+    assert {
+        c.n_resources for part in parts for c in part.candidates if c.iteration == part.n_iterations - 1
+    } == {chunk_rows(len(X))}
     lines: list[str] = []
     merged = final_round(
         LogisticRegression(max_iter=500), parts, X, y, folds, step="lr", label="lr", progress=lines.append
@@ -48,12 +69,19 @@ def test_the_final_round_scores_every_chunks_finalists_on_all_rows_with_the_same
 
     final = [c for c in merged.candidates if c.chunk is None]
     survivors = [params for part in parts for params in finalists(part)]
-    assert sorted(c.params["C"] for c in final) == sorted(p["C"] for p in survivors)
+    chunk_scores = {
+        c.params["C"]: c.mean_score for part in parts for c in part.candidates if c.params in finalists(part)
+    }
+    # The halving rule over the finalists: the best third of them by their chunks' scores.
+    assert len(final) == -(-len(survivors) // 3) < len(survivors)
+    assert min(chunk_scores[c.params["C"]] for c in final) >= max(
+        score for C, score in chunk_scores.items() if C not in {c.params["C"] for c in final}
+    )
     assert {c.n_resources for c in final} == {len(X)}
     assert {c.iteration for c in final} == {merged.n_iterations - 1}
     assert [c.rank for c in sorted(final, key=lambda c: -c.mean_score)] == list(range(1, len(final) + 1))
     # Every chunk's own candidates are kept, marked with their chunk.
-    assert {c.chunk for c in merged.candidates if c.chunk is not None} == {0, 1}
+    assert {c.chunk for c in merged.candidates if c.chunk is not None} == {0, 1, 2}
     assert merged.n_candidates == len(candidates)
     assert [chunk["finalists"] for chunk in merged.chunks] == [finalists(part) for part in parts]
 
@@ -68,7 +96,7 @@ def test_the_final_round_scores_every_chunks_finalists_on_all_rows_with_the_same
     )
     assert merged.cv_mean == pytest.approx(expected.mean())
     assert merged.cv_std == pytest.approx(expected.std())
-    assert "final round of 2 chunks" in lines[0]
+    assert "final round of 3 chunks" in lines[0]
 
 
 def test_the_final_round_finds_the_best_candidate_whichever_chunk_holds_it() -> None:
@@ -82,12 +110,14 @@ def test_the_final_round_finds_the_best_candidate_whichever_chunk_holds_it() -> 
         )
         for c in candidates
     ]
+    assert final_candidates(parts, factor=3) == [{"C": 1.0}]
+    # With every finalist let through, the one-class candidates score the majority share on all rows.
+    assert [round(p.cv_mean, 3) for p in parts[:2]] == [0.333, 0.333]
     merged = final_round(
         LogisticRegression(max_iter=500), parts, X, y, folds, step="lr", label="lr", progress=None
     )
     assert merged.best_params == {"C": 1.0}
-    weak = [c for c in merged.candidates if c.chunk is None and c.params != {"C": 1.0}]
-    assert [round(c.mean_score, 3) for c in weak] == [0.333, 0.333]
+    assert [c.params for c in merged.candidates if c.chunk is None] == [{"C": 1.0}]
     assert merged.cv_mean > 0.5
 
 
