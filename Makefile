@@ -26,6 +26,8 @@ RUN_ID ?= latest
 MODEL ?= svm
 TOP_N ?= 30
 PYTEST_ARGS ?=
+# Processes `make test` runs the suite on (pytest-xdist; 1 runs it in this process, in order).
+TEST_WORKERS ?= 2
 
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP := $(VENV)/.installed-dev
@@ -154,7 +156,7 @@ test-services: ## Install what the integration tests start: the PostgreSQL serve
 	@bash infra/postgres/install_server.sh
 
 test: install-dev test-services ## Run the whole test suite (unit, flows, integration with real servers)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 test-unit: install-dev ## Run the fast unit tests only
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -33,9 +33,13 @@ class FlowEnvironment:
 
         return Runner(str(FLOWS / flow_file), env=env or self.env, cwd=str(self.root), show_output=False)
 
-    def run(self, flow_file: str, **parameters: Any) -> Any:
-        """Run a flow to the end and return its Metaflow Run; fail with the flow's output."""
-        with self.runner(flow_file).run(**parameters) as running:
+    def run(self, flow_file: str, *, settings: dict[str, str] | None = None, **parameters: Any) -> Any:
+        """Run a flow to the end and return its Metaflow Run; fail with the flow's output.
+
+        `settings` are environment variables on top of this environment's (e.g. MODEL_FAMILIES).
+        """
+        env = {**self.env, **settings} if settings else None
+        with self.runner(flow_file, env=env).run(**parameters) as running:
             assert running.status == "successful", running.stdout + running.stderr
             return running.run
 

@@ -1,0 +1,24 @@
+"""How `make test` spreads the suite over worker processes (pytest-xdist, `--dist loadgroup`).
+
+Each test file is one group, so that a file's module-scoped runs (a flow run, a compile, a server)
+happen once, in one worker. The tests of tests/flows that use the session's flow runs
+(tests/flows/conftest.py) form one group too, so that those runs are made once per session.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+# tests/flows/conftest.py's session fixtures: a tuning run and the trainings made from it.
+FLOW_SESSION_FIXTURES = {"flow_env", "tuning_run", "training_run", "worse_training_run"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        path = item.nodeid.split("::", 1)[0]
+        uses_session_runs = path.startswith("tests/flows/") and FLOW_SESSION_FIXTURES & set(
+            getattr(item, "fixturenames", ())
+        )
+        item.add_marker(pytest.mark.xdist_group("flow-session-runs" if uses_session_runs else path))
