@@ -13,6 +13,8 @@ import pytest
 FLOW_SESSION_FIXTURES = {"flow_env", "tuning_run", "training_run", "worse_training_run"}
 
 
+# First: xdist's own hook reads the groups to schedule by, and must find them already set.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("xdist_group"):
