@@ -129,12 +129,13 @@ deploy-argo: install-dev ## Compile the flows to Argo Workflows templates in bui
 # by the shell from the environment ("$$NAME") and tested with $(value ...): make never expands them.
 ARGO_PROFILE = $(if $(value METAFLOW_PROFILE),,METAFLOW_PROFILE=gke METAFLOW_HOME="$(CURDIR)/infra/metaflow")
 
-trigger-argo: install-dev ## Start TuningFlow once on Argo (after deploy-argo; SVM_MAX_CANDIDATES, DNN_MAX_TRIALS, DNN_MAX_EPOCHS, SPLIT_PROTOCOL; RUN_ID_FILE=...)
+trigger-argo: install-dev ## Start TuningFlow once on Argo (after deploy-argo; SVM_MAX_CANDIDATES, DNN_MAX_TRIALS, DNN_MAX_EPOCHS, SPLIT_PROTOCOL, SEARCH_CHUNKS; RUN_ID_FILE=...)
 	$(ARGO_PROFILE) $(PY) metaflows_flow/tuning_flow.py --no-pylint argo-workflows trigger \
 		$(if $(value SVM_MAX_CANDIDATES),--svm-max-candidates "$$SVM_MAX_CANDIDATES") \
 		$(if $(value DNN_MAX_TRIALS),--dnn-max-trials "$$DNN_MAX_TRIALS") \
 		$(if $(value DNN_MAX_EPOCHS),--dnn-max-epochs "$$DNN_MAX_EPOCHS") \
 		$(if $(value SPLIT_PROTOCOL),--split-protocol "$$SPLIT_PROTOCOL") \
+		$(if $(value SEARCH_CHUNKS),--search-chunks "$$SEARCH_CHUNKS") \
 		$(if $(value RUN_ID_FILE),--run-id-file "$$RUN_ID_FILE")
 
 mlflow_ui: install ## Open the MLflow UI on the embedded store at http://127.0.0.1:5000

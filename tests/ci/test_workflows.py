@@ -933,6 +933,7 @@ def test_trigger_argo_reads_budgets_from_the_environment_without_make_expanding_
             "SVM_MAX_CANDIDATES": planted,
             "DNN_MAX_TRIALS": "4",
             "SPLIT_PROTOCOL": "grouped",
+            "SEARCH_CHUNKS": "3",
         },
         capture_output=True,
         text=True,
@@ -946,6 +947,7 @@ def test_trigger_argo_reads_budgets_from_the_environment_without_make_expanding_
     assert '--svm-max-candidates "$SVM_MAX_CANDIDATES"' in command
     assert '--dnn-max-trials "$DNN_MAX_TRIALS"' in command
     assert '--split-protocol "$SPLIT_PROTOCOL"' in command
+    assert '--search-chunks "$SEARCH_CHUNKS"' in command
     assert "--dnn-max-epochs" not in command, "an empty budget keeps the template's value"
     assert '--run-id-file "$RUN_ID_FILE"' in command
     assert "METAFLOW_PROFILE=gke" in result.stdout and "infra/metaflow" in result.stdout
@@ -953,7 +955,14 @@ def test_trigger_argo_reads_budgets_from_the_environment_without_make_expanding_
 
 def _plain_env() -> dict[str, str]:
     """The test's environment without the budgets and Metaflow profile a developer may have set."""
-    dropped = (*PROMOTION_ENV, "METAFLOW_PROFILE", "METAFLOW_HOME", "RUN_ID_FILE", "MAKEFLAGS")
+    dropped = (
+        *PROMOTION_ENV,
+        "METAFLOW_PROFILE",
+        "METAFLOW_HOME",
+        "RUN_ID_FILE",
+        "MAKEFLAGS",
+        "SEARCH_CHUNKS",
+    )
     return {k: v for k, v in os.environ.items() if k not in dropped}
 
 
