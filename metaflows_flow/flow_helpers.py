@@ -39,6 +39,19 @@ def run_flow(flow_class: type) -> None:
             del os.environ[OUTAGE_MARKER_ENV]
 
 
+def flow_settings() -> Settings:
+    """The settings a flow file reads when it is loaded (its parameters' defaults).
+
+    A bad value (SEARCH_CHUNKS=0, CV_FOLDS=x) stops the flow before Metaflow starts, in one line
+    with the project's exit code, instead of a traceback from the import.
+    """
+    try:
+        return get_settings()
+    except OperationalMLError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
+
+
 def _record_outage(step_name: str, *, outage: bool) -> None:
     marker = os.environ.get(OUTAGE_MARKER_ENV)
     if not marker:

@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, step
 
-from metaflows_flow.flow_helpers import SplitDataSteps, run_flow, runtime_tags, tracked
+from metaflows_flow.flow_helpers import SplitDataSteps, flow_settings, run_flow, runtime_tags, tracked
 from modules.settings import get_settings
 
-SETTINGS = get_settings()
+SETTINGS = flow_settings()
 
 
 @exit_hook(on_error=["metaflows_flow.flow_helpers.close_failed_flow"])

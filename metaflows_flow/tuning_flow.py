@@ -23,14 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metaflow import FlowSpec, Parameter, card, current, exit_hook, retry, step
 
-from metaflows_flow.flow_helpers import SplitDataSteps, family_step, run_flow, tracked
+from metaflows_flow.flow_helpers import SplitDataSteps, family_step, flow_settings, run_flow, tracked
 from modules.kubernetes import kubernetes_step
-from modules.settings import SPLIT_PROTOCOLS, get_settings
+from modules.settings import SPLIT_PROTOCOLS
 
 # Every step is a new process: each imports only what it uses (MLflow, scikit-learn and
 # TensorFlow cost seconds each), so the light steps start fast.
 
-SETTINGS = get_settings()
+SETTINGS = flow_settings()
 
 
 # Every step is @tracked: bounded tracking calls, one line on failure, the parent run's state kept
