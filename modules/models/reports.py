@@ -26,7 +26,8 @@ def candidate_rows(search: dict[str, Any]) -> list[list[str]]:
         key = _params_text(candidate["params"])
         if key not in last or candidate["iteration"] > last[key]["iteration"]:
             last[key] = candidate
-    ordered = sorted(last.values(), key=lambda c: (-c["iteration"], -c["mean_score"]))
+    # Equal scores keep the search's own ranking, so the top row is the candidate it chose.
+    ordered = sorted(last.values(), key=lambda c: (-c["iteration"], -c["mean_score"], c["rank"]))
     return [
         [
             _params_text(c["params"]),

@@ -175,3 +175,30 @@ def test_the_dnn_chunks_merge_into_one_search_won_by_the_best_validation_accurac
     assert DnnTuningResult.from_dict(merged.to_dict()) == merged
     with pytest.raises(ConfigurationError):
         merge_dnn_searches([])
+
+
+def test_the_cards_table_puts_the_chosen_candidate_first_when_scores_tie() -> None:
+    from modules.models.reports import candidate_rows
+
+    def row(C: float, score: float, iteration: int, rank: int, chunk: int | None) -> dict:
+        return {
+            "params": {"C": C},
+            "mean_score": score,
+            "std_score": 0.03,
+            "fit_time": 0.5,
+            "iteration": iteration,
+            "n_resources": 100 if chunk is not None else 300,
+            "rank": rank,
+            "chunk": chunk,
+        }
+
+    # C=0.1 is met first (its chunk), but the final round ranked C=100 first among equals.
+    search = {
+        "candidates": [
+            row(0.1, 0.90, 0, 1, 0),
+            row(100.0, 0.90, 0, 1, 1),
+            row(100.0, 0.956, 1, 1, None),
+            row(0.1, 0.956, 1, 2, None),
+        ]
+    }
+    assert [r[0] for r in candidate_rows(search)] == ["C=100.0", "C=0.1"]
