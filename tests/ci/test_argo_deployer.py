@@ -10,17 +10,15 @@ tests/ci/test_kubernetes_infra.py too).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.ci.test_kubernetes_infra import AUTHORITATIVE, TERRAFORM, all_resources, parse
-from tests.ci.test_terraform import CHECKOV, REPO, named, one, resources
+from tests.ci.test_terraform import REPO, checkov, named, one, resources
 
 DEPLOYER = "google_service_account.argo_deployer[0]"
 DEPLOYER_MEMBER = "serviceAccount:${google_service_account.argo_deployer[0].email}"
@@ -207,27 +205,11 @@ def test_the_outputs_name_every_variable_the_argo_job_reads() -> None:
 
 
 def test_checkov_passes_the_deployer_with_the_cluster_enabled(tmp_path: Path) -> None:
-    if not CHECKOV.exists():
-        pytest.fail(f"checkov is not installed at {CHECKOV}: run `make install-dev`")
     for name in ("argo_deployer.tf", "variables_gke.tf"):
         shutil.copy(TERRAFORM / name, tmp_path / name)
     variables = tmp_path / "gke.tfvars"
     variables.write_text('enable_gke = true\nproject_id = "my-mlops-project"\n', encoding="utf-8")
-    result = subprocess.run(
-        [
-            str(CHECKOV),
-            *("-d", str(tmp_path), "--framework", "terraform", "--skip-download", "--compact"),
-            *("-o", "json", "--var-file", str(variables)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"},
-        check=False,
-    )
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    report = json.loads(result.stdout)
-    report = report[0] if isinstance(report, list) else report
+    report = checkov(tmp_path, var_file=variables)
     assert report["summary"]["parsing_errors"] == 0
     failed = [f"{c['check_id']} on {c['resource']}" for c in report["results"]["failed_checks"]]
     assert failed == [], "\n".join(failed)

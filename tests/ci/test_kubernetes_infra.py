@@ -10,16 +10,14 @@ the Terraform defaults. checkov then scans the folder with enable_gke = true, so
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import hcl2
 import pytest
 import yaml
 
-from tests.ci.test_terraform import CHECKOV, OPTIONS, named, one, resources
+from tests.ci.test_terraform import OPTIONS, checkov, named, one, resources
 
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM = REPO / "infra" / "terraform"
@@ -220,8 +218,6 @@ def test_the_profile_agrees_with_the_terraform_defaults(gke: dict) -> None:
 
 
 def test_checkov_passes_with_the_cluster_enabled(tmp_path: Path) -> None:
-    if not CHECKOV.exists():
-        pytest.fail(f"checkov is not installed at {CHECKOV}: run `make install-dev`")
     variables = tmp_path / "gke.tfvars"
     variables.write_text(
         'enable_gke = true\nproject_id = "my-mlops-project"\n'
@@ -229,21 +225,7 @@ def test_checkov_passes_with_the_cluster_enabled(tmp_path: Path) -> None:
         f'metaflow_metadata_proxy_image = "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.1@{SAMPLE_DIGEST}"\n',
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [
-            str(CHECKOV),
-            *("-d", str(TERRAFORM), "--framework", "terraform", "--skip-download", "--compact"),
-            *("-o", "json", "--var-file", str(variables)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"},
-        check=False,
-    )
-    assert result.returncode in (0, 1), result.stderr[-2000:]
-    report = json.loads(result.stdout)
-    report = report[0] if isinstance(report, list) else report
+    report = checkov(TERRAFORM, var_file=variables)
     assert report["summary"]["parsing_errors"] == 0
     failed = [
         f"{c['check_id']} {c['check_name']} on {c['resource']}" for c in report["results"]["failed_checks"]

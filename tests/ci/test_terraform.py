@@ -458,8 +458,9 @@ def test_terraform_files_are_formatted() -> None:
     assert result.returncode == 0, f"run `terraform fmt infra/terraform`:\n{result.stdout}{result.stderr}"
 
 
-def checkov(directory: Path) -> dict:
-    """checkov's JSON report of one folder, offline (no platform download, no update check)."""
+def checkov(directory: Path, var_file: Path | None = None) -> dict:
+    """checkov's JSON report of one folder, offline (no platform download, no update check),
+    with the variables of `var_file` when given (e.g. enable_gke = true)."""
     assert CHECKOV.exists(), f"checkov is not installed at {CHECKOV}: run `make install-dev`"
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true"}
     result = subprocess.run(
@@ -473,6 +474,7 @@ def checkov(directory: Path) -> dict:
             "--compact",
             "-o",
             "json",
+            *(("--var-file", str(var_file)) if var_file else ()),
         ],
         capture_output=True,
         text=True,
