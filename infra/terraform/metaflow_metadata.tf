@@ -199,6 +199,8 @@ resource "kubernetes_deployment_v1" "metaflow_metadata" {
             "--address=127.0.0.1",
             "--port=5432",
             "--health-check",
+            # The probes' endpoint: the kubelet calls it on the pod's address. The database port
+            # above stays on loopback, for the server in this pod only.
             "--http-address=0.0.0.0",
             "--http-port=9090",
             google_sql_database_instance.mlflow.connection_name,
@@ -302,6 +304,8 @@ resource "kubernetes_deployment_v1" "metaflow_metadata" {
             name  = "MF_METADATA_DB_NAME"
             value = var.metaflow_metadata_database_name
           }
+          # The ClusterIP Service reaches the server on the pod's address; the NetworkPolicy
+          # admits only pods of the namespace.
           env {
             name  = "MF_METADATA_HOST"
             value = "0.0.0.0"
