@@ -89,6 +89,22 @@ def _step_runs(client: MlflowClient, experiment: str, status: str) -> set[str]:
     return {run.info.run_name for run in _runs(client, experiment) if run.info.status == status}
 
 
+def _finished_families(flows: FlowEnvironment, flow: StartedFlow, step: str) -> set[str]:
+    """The families whose `step` task of the running flow Metaflow has recorded as successful.
+
+    A task closes its MLflow run before Metaflow stores its artifacts and its success: a kill in
+    between leaves a FINISHED run but no finished task, which `resume` then runs again.
+    """
+    run_id = flow.run_id()
+    if run_id is None:
+        return set()
+    try:
+        tasks = flows.metaflow_run(f"MLPipelineFlow/{run_id}")[step]
+        return {task.data.family for task in tasks if task.successful}
+    except Exception:  # the run, the step or a task's record is not (fully) in the datastore yet
+        return set()
+
+
 # --------------------------------------------------------------------------- finding 1: outages
 
 
@@ -180,6 +196,13 @@ def test_a_killed_training_step_registers_nothing_and_resume_registers_one_versi
         _signal_task(flow, "train", signal.SIGSTOP, split_index=FAMILIES.index("dnn"))
         others = {f"train_{f}" for f in FAMILIES if f != "dnn"}
         _wait_for(lambda: others <= _step_runs(client, "killed", "FINISHED"), "the other branches", flow)
+        # Their tasks, not only their MLflow runs, must be finished before the machine is lost.
+        other_families = {f for f in FAMILIES if f != "dnn"}
+        _wait_for(
+            lambda: other_families <= _finished_families(reliability_flows, flow, "train"),
+            "the other branches' tasks",
+            flow,
+        )
     finally:
         flow.kill()
     origin = f"MLPipelineFlow/{flow.run_id()}"
